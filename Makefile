@@ -1,0 +1,30 @@
+# `make test` and `make demo` do all of the set-up they need: a virtual environment in .venv,
+# installed with the pins in constraints.txt.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup test lint gpu-test clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[torch,jax,test]"
+	touch $@
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy weince_core
+
+test: lint
+	$(BIN)/python -m pytest
+
+# On a machine with a CUDA GPU (and CuPy installed): the GPU-only tests.
+gpu-test: setup
+	$(BIN)/python -m pytest -m gpu
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,190 @@
+"""The loss on the general rows form (SPEC.md sections 2, 3 and 6).
+
+Every pairing form reduces to rows: a similarity matrix ``sim`` (anchors x candidates), the column
+of each row's positive, and a mask of excluded columns (not candidates at all, like an anchor
+itself). The remaining columns are the row's negatives, ``num_negatives`` of them in every row.
+
+``rows_forward`` keeps only per-row residuals; ``rows_backward`` recomputes the rest from
+``sim`` and returns ``dL/dsim``. The pairing forms turn that into gradients of embeddings.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+from array_api_compat import array_namespace, device
+
+from . import stats as tail
+from .config import WEINCEConfig
+from .ops import logsumexp, mask_from_indices, top_k
+
+Array = Any
+Namespace = Any
+
+
+class RowsResiduals(NamedTuple):
+    """What the backward pass needs besides ``sim``: O(rows) memory."""
+
+    lam: Array  # (R,) the gate, a constant for the gradient
+    lse: Array  # (R,) logsumexp of each row's blended logits
+    beta_t: Array  # () the beta_t used in this step
+    top_index: Array | None  # (R, M') columns of the hard negatives; None without top-M terms
+    lse_weibit: Array | None  # (R,) logsumexp of the Weibit top-M logits
+    lse_softmax: Array | None  # (R,) logsumexp of the softmax top-M logits
+
+
+def shortfall_logit(sim: Array, config: WEINCEConfig, xp: Namespace) -> Array:
+    """``-log(1 - clip_s(sim))``, the shortfall coordinate (without its slope)."""
+    return -xp.log1p(-xp.minimum(sim, 1.0 - config.eps))
+
+
+def shortfall_slope(sim: Array, config: WEINCEConfig, xp: Namespace) -> Array:
+    """``d/dsim`` of the shortfall coordinate: ``1 / (1 - sim)`` below the cap, 0 above."""
+    below = sim < 1.0 - config.eps
+    return xp.where(below, 1.0 / (1.0 - xp.minimum(sim, 1.0 - config.eps)), 0.0)
+
+
+def blended_logits(sim: Array, lam: Array, config: WEINCEConfig, xp: Namespace) -> Array:
+    """``G = (1 - lam) sim / tau + lam beta_w (-log(1 - clip_s(sim)))``, ``lam`` per row."""
+    softmax_part = sim / config.temperature
+    if config.gate == "off":
+        return softmax_part
+    lam = lam[:, None]
+    return (1.0 - lam) * softmax_part + lam * (config.beta_w * shortfall_logit(sim, config, xp))
+
+
+def _positive_mask(sim: Array, positive: Array, xp: Namespace) -> Array:
+    columns = xp.arange(sim.shape[1], device=device(sim))
+    return columns[None, :] == positive[:, None]
+
+
+def _row_values(matrix: Array, columns: Array, xp: Namespace) -> Array:
+    return xp.take_along_axis(matrix, columns[:, None], axis=1)[:, 0]
+
+
+def _scalar(value: float, like: Array, xp: Namespace) -> Array:
+    return xp.full((), value, dtype=like.dtype, device=device(like))
+
+
+def _cross_entropy_first(logits: Array, xp: Namespace) -> tuple[Array, Array]:
+    """Mean cross-entropy of rows whose target is column 0, and each row's logsumexp."""
+    lse = logsumexp(logits, xp)
+    return xp.mean(lse - logits[:, 0]), lse
+
+
+def rows_forward(
+    sim: Array,
+    positive: Array,
+    excluded: Array,
+    beta_t: Array,
+    config: WEINCEConfig,
+    *,
+    num_negatives: int,
+) -> tuple[Array, Array, dict[str, Array], RowsResiduals]:
+    """The WEINCE loss of rows: ``(loss, new_beta_t, stats, residuals)``.
+
+    ``sim`` is ``(R, C)`` in the compute dtype, ``positive`` ``(R,)`` integer columns,
+    ``excluded`` ``(R, C)`` boolean, ``beta_t`` a 0-d array in ``sim``'s dtype. Every row has
+    ``num_negatives`` negatives (columns neither excluded nor positive).
+    """
+    xp = array_namespace(sim, positive, excluded, beta_t)
+    rows = sim.shape[0]
+    negatives = ~(excluded | _positive_mask(sim, positive, xp))
+    negative_sim = xp.where(negatives, sim, -math.inf)
+    positive_sim = _row_values(sim, positive, xp)
+
+    k = tail.tail_size(num_negatives, config) if config.uses_tail_statistics else 0
+    m = min(config.top_m, num_negatives) if config.uses_top_m else 0
+    if max(k, m):
+        top, top_index = top_k(negative_sim, max(k, m), xp)
+
+    nan = _scalar(math.nan, sim, xp)
+    if config.uses_tail_statistics:
+        stats = tail.gate_statistics(top[:, :k], rows, config, xp)
+    else:
+        stats = {
+            "rho": xp.full((rows,), math.nan, dtype=sim.dtype, device=device(sim)),
+            "d_aic": xp.full((rows,), math.nan, dtype=sim.dtype, device=device(sim)),
+            "rho0": nan,
+            "lambda": xp.zeros((rows,), dtype=sim.dtype, device=device(sim)),
+        }
+    lam = stats["lambda"]
+
+    if config.estimate_beta:
+        k_g = tail.beta_tail_size(rows * num_negatives, config)
+        top_global, _ = top_k(xp.reshape(negative_sim, (-1,)), k_g, xp)
+        stats.update(tail.update_beta(top_global, beta_t, config, xp))
+    else:
+        no_update = xp.zeros((), dtype=xp.bool, device=device(sim))
+        stats.update(beta_t=beta_t, beta_hat=nan, beta_r2=nan, beta_updated=no_update)
+    beta_used = stats["beta_t"]
+
+    logits = xp.where(excluded, -math.inf, blended_logits(sim, lam, config, xp))
+    lse = logsumexp(logits, xp)
+    loss_blend = xp.mean(lse - _row_values(logits, positive, xp))
+    loss = loss_blend
+    zero = _scalar(0.0, sim, xp)
+    loss_weibit, loss_softmax, lse_weibit, lse_softmax = zero, zero, None, None
+    if m:
+        candidates = xp.concat([positive_sim[:, None], top[:, :m]], axis=1)
+    if config.weibit_weight > 0:
+        weibit = beta_used * shortfall_logit(candidates, config, xp)
+        loss_weibit, lse_weibit = _cross_entropy_first(weibit, xp)
+        loss = loss + config.weibit_weight * loss_weibit
+    if config.softmax_weight > 0:
+        loss_softmax, lse_softmax = _cross_entropy_first(candidates / config.temperature, xp)
+        loss = loss + config.softmax_weight * loss_softmax
+
+    stats.update(
+        lambda_mean=xp.mean(lam),
+        frac_lambda_above_half=xp.mean(xp.astype(lam > 0.5, sim.dtype)),
+        loss_blend=loss_blend,
+        loss_weibit=loss_weibit,
+        loss_softmax=loss_softmax,
+    )
+    residuals = RowsResiduals(
+        lam=lam,
+        lse=lse,
+        beta_t=beta_used,
+        top_index=top_index[:, :m] if m else None,
+        lse_weibit=lse_weibit,
+        lse_softmax=lse_softmax,
+    )
+    return loss, beta_used, stats, residuals
+
+
+def rows_backward(
+    sim: Array,
+    positive: Array,
+    excluded: Array,
+    residuals: RowsResiduals,
+    config: WEINCEConfig,
+) -> Array:
+    """``dL/dsim`` (``(R, C)``) of the loss that ``rows_forward`` computed on the same ``sim``."""
+    xp = array_namespace(sim, positive, excluded)
+    rows = sim.shape[0]
+    target = xp.astype(_positive_mask(sim, positive, xp), sim.dtype)
+    lam = residuals.lam
+
+    logits = xp.where(excluded, -math.inf, blended_logits(sim, lam, config, xp))
+    prob = xp.exp(logits - residuals.lse[:, None])
+    slope = 1.0 / config.temperature
+    if config.gate != "off":
+        lam = lam[:, None]
+        slope = (1.0 - lam) * slope + lam * (config.beta_w * shortfall_slope(sim, config, xp))
+    d_sim = (prob - target) * slope
+
+    if residuals.top_index is not None:
+        members = mask_from_indices(residuals.top_index, sim.shape[1], xp) | (target > 0)
+        if config.weibit_weight > 0:
+            beta_t = residuals.beta_t
+            weibit = beta_t * shortfall_logit(sim, config, xp)
+            prob = xp.exp(xp.where(members, weibit - residuals.lse_weibit[:, None], -math.inf))
+            d_weibit = (prob - target) * (beta_t * shortfall_slope(sim, config, xp))
+            d_sim = d_sim + config.weibit_weight * d_weibit
+        if config.softmax_weight > 0:
+            scaled = sim / config.temperature
+            prob = xp.exp(xp.where(members, scaled - residuals.lse_softmax[:, None], -math.inf))
+            d_sim = d_sim + (config.softmax_weight / config.temperature) * (prob - target)
+    return d_sim / rows

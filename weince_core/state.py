@@ -1,0 +1,23 @@
+"""The online state: one scalar, ``beta_t`` (SPEC.md section 4)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from array_api_compat import array_namespace, device
+
+from .config import WEINCEConfig
+from .validation import compute_dtype
+
+Array = Any
+
+
+def init_state(config: WEINCEConfig | None = None, *, like: Array) -> Array:
+    """``beta_t = beta_init`` as a 0-d array of ``like``'s namespace and device.
+
+    Its dtype is the one ``like`` is computed in: float64 for float64, else float32.
+    """
+    config = WEINCEConfig() if config is None else config
+    xp = array_namespace(like)
+    dtype = compute_dtype(like.dtype, xp)
+    return xp.full((), config.beta_init, dtype=dtype, device=device(like))

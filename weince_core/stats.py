@@ -1,0 +1,149 @@
+"""Tail statistics and the gate (SPEC.md sections 1 and 4).
+
+Everything here is a function of similarity *values* only and is never differentiated: the
+adapters differentiate through the core's analytic gradient, which treats ``lambda`` and
+``beta_t`` as constants. Sizes (``k``, ``n``, ``k_g``) are Python ints decided from shapes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from array_api_compat import device
+
+from .config import WEINCEConfig
+from .ops import sigmoid
+
+Array = Any
+Namespace = Any
+
+MIN_TAIL_FLOOR = 10  # a tail never has fewer points than this (if there are that many negatives)
+WRONG_SIGN_PENALTY = 1e6  # added to the SSE of a fit whose slope has the wrong sign
+TINY = 1e-12  # floor of sums of squares
+
+
+def tail_size(num_negatives: int, config: WEINCEConfig) -> int:
+    """``k``: how many of an anchor's largest negatives enter its tail fit."""
+    k = min(max(config.min_tail, round(config.tail_fraction * num_negatives)), num_negatives)
+    return min(max(MIN_TAIL_FLOOR, k), num_negatives)
+
+
+def burn_in(k: int) -> int:
+    """How many of the smallest shortfalls a fit drops."""
+    return max(1, k // 20)
+
+
+def beta_tail_size(num_values: int, config: WEINCEConfig) -> int:
+    """``k_g``: how many of all negatives enter the ``beta_t`` fit."""
+    return min(int(max(config.beta_min_tail, config.beta_tail_fraction * num_values)), num_values)
+
+
+def rho0_index(num_anchors: int, k: int, config: WEINCEConfig) -> int:
+    """Position of ``rho0`` in the ascending ``rho``: the ``q`` quantile, or the lower median."""
+    if k - burn_in(k) < 2:
+        return (num_anchors - 1) // 2
+    return round(config.quantile * (num_anchors - 1))
+
+
+def _log_shortfall(similarity: Array, eps: float, xp: Namespace) -> Array:
+    return xp.log(xp.maximum(1.0 - similarity, eps))
+
+
+def _centered_ols(xc: Array, y: Array, sxx: Array, xp: Namespace) -> tuple[Array, Array, Array]:
+    """Slope, SSE and total sum of squares of ``y`` on ``x`` (``xc`` is ``x`` centred)."""
+    yc = y - xp.mean(y, axis=-1, keepdims=True)
+    slope = xp.sum(xc * yc, axis=-1) / sxx
+    residual = yc - slope[..., None] * xc
+    sse = xp.maximum(xp.sum(residual * residual, axis=-1), TINY)
+    return slope, sse, xp.sum(yc * yc, axis=-1)
+
+
+def _levels(k: int, first: int, eps: float, like: Array, xp: Namespace) -> Array:
+    """``F_r = max(r / (k + 1), eps)`` for ``r = first + 1 .. k``."""
+    r = xp.arange(first + 1, k + 1, dtype=like.dtype, device=device(like))
+    return xp.maximum(r / (k + 1), eps)
+
+
+def tail_fit(top: Array, config: WEINCEConfig, xp: Namespace) -> tuple[Array, Array]:
+    """Per-anchor ``rho`` and ``dAIC`` from the ``k`` largest negatives of each row.
+
+    ``top`` is ``(R, k)``, each row in descending order. ``dAIC > 0`` favours a Weibull tail.
+    """
+    eps = config.eps
+    k = top.shape[-1]
+    first = burn_in(k)
+    n = k - first
+    rho = xp.maximum(1.0 - top[:, 0], eps)
+    if n < 2:
+        return rho, xp.zeros_like(rho)
+    x = _log_shortfall(top[:, first:], eps, xp)
+    xc = x - xp.mean(x, axis=-1, keepdims=True)
+    sxx = xp.maximum(xp.sum(xc * xc, axis=-1), TINY)
+    levels = _levels(k, first, eps, top, xp)
+    log_levels = xp.log(levels)
+    slope_w, sse_w, _ = _centered_ols(xc, log_levels, sxx, xp)
+    slope_g, sse_g, _ = _centered_ols(xc, xp.log(-log_levels), sxx, xp)
+    sse_w = xp.where(slope_w <= 0, sse_w + WRONG_SIGN_PENALTY, sse_w)
+    sse_g = xp.where(slope_g >= 0, sse_g + WRONG_SIGN_PENALTY, sse_g)
+    # AIC = n log(SSE / n) + 4 for each fit; the constants cancel in the difference.
+    d_aic = n * (xp.log(sse_g / n) - xp.log(sse_w / n))
+    return rho, d_aic
+
+
+def gate(rho: Array, d_aic: Array, rho0: Array, config: WEINCEConfig, xp: Namespace) -> Array:
+    """``lambda`` per anchor: ``sigma(kappa_rho log(rho0 / rho)) * sigma(kappa_aic (dAIC - m))``."""
+    eps = config.eps
+    log_ratio = xp.log(xp.maximum(rho0, eps)) - xp.log(xp.maximum(rho, eps))
+    lam_rho = sigmoid(config.kappa_rho * log_ratio, xp)
+    lam_aic = sigmoid(config.kappa_aic * (d_aic - config.aic_margin), xp)
+    if config.gate == "rho":
+        return lam_rho
+    if config.gate == "aic":
+        return lam_aic
+    return lam_rho * lam_aic
+
+
+def gate_statistics(
+    top: Array, num_anchors: int, config: WEINCEConfig, xp: Namespace
+) -> dict[str, Array]:
+    """``rho``, ``d_aic``, ``rho0`` and ``lambda`` of the anchors whose tails are ``top``.
+
+    ``num_anchors`` is the number of rows ``rho0`` is taken over (all rows of ``top`` here).
+    """
+    rho, d_aic = tail_fit(top, config, xp)
+    rho0 = xp.sort(rho)[rho0_index(num_anchors, top.shape[-1], config)]
+    return {"rho": rho, "d_aic": d_aic, "rho0": rho0, "lambda": gate(rho, d_aic, rho0, config, xp)}
+
+
+def update_beta(
+    top_global: Array, beta_t: Array, config: WEINCEConfig, xp: Namespace
+) -> dict[str, Array]:
+    """One online step of ``beta_t`` from the ``k_g`` largest negatives of the batch.
+
+    ``top_global`` is 1-D and descending. Returns the new ``beta_t`` (used in this same step),
+    the fit's ``beta_hat`` and ``R2``, and whether the update was taken.
+    """
+    k_g = top_global.shape[0]
+    first = burn_in(k_g)
+    if k_g < MIN_TAIL_FLOOR or k_g - first < 2:
+        nan = xp.full((), math.nan, dtype=beta_t.dtype, device=device(beta_t))
+        updated = xp.zeros((), dtype=xp.bool, device=device(beta_t))
+        return {"beta_t": beta_t, "beta_hat": nan, "beta_r2": nan, "beta_updated": updated}
+    x = _log_shortfall(top_global[first:], config.eps, xp)
+    xc = x - xp.mean(x)
+    sxx = xp.maximum(xp.sum(xc * xc), TINY)
+    r = xp.arange(first + 1, k_g + 1, dtype=x.dtype, device=device(x))
+    slope, sse, sst = _centered_ols(xc, xp.log(r / (k_g + 1)), sxx, xp)
+    beta_hat = xp.maximum(slope, 0.0)
+    r2 = xp.clip(1.0 - sse / xp.maximum(sst, TINY), 0.0, 1.0)
+    updated = (r2 >= config.beta_min_r2) & (beta_hat > 0)
+    low, high = config.beta_clip
+    m = config.beta_momentum
+    moved = m * beta_t + (1.0 - m) * xp.clip(beta_hat, low, high)
+    return {
+        "beta_t": xp.where(updated, moved, beta_t),
+        "beta_hat": beta_hat,
+        "beta_r2": r2,
+        "beta_updated": updated,
+    }
