@@ -1,4 +1,4 @@
-"""The two-view (SimCLR / NT-Xent) form: ``Z = [z_i; z_j]``, ``S = U U^T``, positives ``a <-> a + N``.
+"""The two-view (SimCLR / NT-Xent) form: ``Z = [z_i; z_j]``, ``S = U U^T``, positive ``a + N``.
 
 ``nt_xent_forward`` keeps O(N d) residuals; ``nt_xent_backward`` recomputes ``S`` from them.
 """
@@ -46,7 +46,7 @@ def nt_xent_forward(
     dtype = compute_dtype(z_i.dtype, xp)
     n = z_i.shape[0]
     z = xp.astype(xp.concat([z_i, z_j], axis=0), dtype)
-    scale = xp.maximum(xp.linalg.vector_norm(z, axis=1), NORM_FLOOR)
+    scale = xp.clip(xp.linalg.vector_norm(z, axis=1), min=NORM_FLOOR)
     u = z / scale[:, None]
     positive, excluded = _two_view_rows(n, u, xp)
     loss, beta_t, stats, rows = rows_forward(

@@ -36,13 +36,13 @@ class RowsResiduals(NamedTuple):
 
 def shortfall_logit(sim: Array, config: WEINCEConfig, xp: Namespace) -> Array:
     """``-log(1 - clip_s(sim))``, the shortfall coordinate (without its slope)."""
-    return -xp.log1p(-xp.minimum(sim, 1.0 - config.eps))
+    return -xp.log1p(-xp.clip(sim, max=1.0 - config.eps))
 
 
 def shortfall_slope(sim: Array, config: WEINCEConfig, xp: Namespace) -> Array:
     """``d/dsim`` of the shortfall coordinate: ``1 / (1 - sim)`` below the cap, 0 above."""
     below = sim < 1.0 - config.eps
-    return xp.where(below, 1.0 / (1.0 - xp.minimum(sim, 1.0 - config.eps)), 0.0)
+    return xp.where(below, 1.0 / (1.0 - xp.clip(sim, max=1.0 - config.eps)), 0.0)
 
 
 def blended_logits(sim: Array, lam: Array, config: WEINCEConfig, xp: Namespace) -> Array:
@@ -177,13 +177,13 @@ def rows_backward(
 
     if residuals.top_index is not None:
         members = mask_from_indices(residuals.top_index, sim.shape[1], xp) | (target > 0)
-        if config.weibit_weight > 0:
+        if residuals.lse_weibit is not None:
             beta_t = residuals.beta_t
             weibit = beta_t * shortfall_logit(sim, config, xp)
             prob = xp.exp(xp.where(members, weibit - residuals.lse_weibit[:, None], -math.inf))
             d_weibit = (prob - target) * (beta_t * shortfall_slope(sim, config, xp))
             d_sim = d_sim + config.weibit_weight * d_weibit
-        if config.softmax_weight > 0:
+        if residuals.lse_softmax is not None:
             scaled = sim / config.temperature
             prob = xp.exp(xp.where(members, scaled - residuals.lse_softmax[:, None], -math.inf))
             d_sim = d_sim + (config.softmax_weight / config.temperature) * (prob - target)

@@ -47,7 +47,7 @@ def rho0_index(num_anchors: int, k: int, config: WEINCEConfig) -> int:
 
 
 def _log_shortfall(similarity: Array, eps: float, xp: Namespace) -> Array:
-    return xp.log(xp.maximum(1.0 - similarity, eps))
+    return xp.log(xp.clip(1.0 - similarity, min=eps))
 
 
 def _centered_ols(xc: Array, y: Array, sxx: Array, xp: Namespace) -> tuple[Array, Array, Array]:
@@ -55,14 +55,14 @@ def _centered_ols(xc: Array, y: Array, sxx: Array, xp: Namespace) -> tuple[Array
     yc = y - xp.mean(y, axis=-1, keepdims=True)
     slope = xp.sum(xc * yc, axis=-1) / sxx
     residual = yc - slope[..., None] * xc
-    sse = xp.maximum(xp.sum(residual * residual, axis=-1), TINY)
+    sse = xp.clip(xp.sum(residual * residual, axis=-1), min=TINY)
     return slope, sse, xp.sum(yc * yc, axis=-1)
 
 
 def _levels(k: int, first: int, eps: float, like: Array, xp: Namespace) -> Array:
     """``F_r = max(r / (k + 1), eps)`` for ``r = first + 1 .. k``."""
     r = xp.arange(first + 1, k + 1, dtype=like.dtype, device=device(like))
-    return xp.maximum(r / (k + 1), eps)
+    return xp.clip(r / (k + 1), min=eps)
 
 
 def tail_fit(top: Array, config: WEINCEConfig, xp: Namespace) -> tuple[Array, Array]:
@@ -74,12 +74,12 @@ def tail_fit(top: Array, config: WEINCEConfig, xp: Namespace) -> tuple[Array, Ar
     k = top.shape[-1]
     first = burn_in(k)
     n = k - first
-    rho = xp.maximum(1.0 - top[:, 0], eps)
+    rho = xp.clip(1.0 - top[:, 0], min=eps)
     if n < 2:
         return rho, xp.zeros_like(rho)
     x = _log_shortfall(top[:, first:], eps, xp)
     xc = x - xp.mean(x, axis=-1, keepdims=True)
-    sxx = xp.maximum(xp.sum(xc * xc, axis=-1), TINY)
+    sxx = xp.clip(xp.sum(xc * xc, axis=-1), min=TINY)
     levels = _levels(k, first, eps, top, xp)
     log_levels = xp.log(levels)
     slope_w, sse_w, _ = _centered_ols(xc, log_levels, sxx, xp)
@@ -94,7 +94,7 @@ def tail_fit(top: Array, config: WEINCEConfig, xp: Namespace) -> tuple[Array, Ar
 def gate(rho: Array, d_aic: Array, rho0: Array, config: WEINCEConfig, xp: Namespace) -> Array:
     """``lambda`` per anchor: ``sigma(kappa_rho log(rho0 / rho)) * sigma(kappa_aic (dAIC - m))``."""
     eps = config.eps
-    log_ratio = xp.log(xp.maximum(rho0, eps)) - xp.log(xp.maximum(rho, eps))
+    log_ratio = xp.log(xp.clip(rho0, min=eps)) - xp.log(xp.clip(rho, min=eps))
     lam_rho = sigmoid(config.kappa_rho * log_ratio, xp)
     lam_aic = sigmoid(config.kappa_aic * (d_aic - config.aic_margin), xp)
     if config.gate == "rho":
@@ -132,11 +132,11 @@ def update_beta(
         return {"beta_t": beta_t, "beta_hat": nan, "beta_r2": nan, "beta_updated": updated}
     x = _log_shortfall(top_global[first:], config.eps, xp)
     xc = x - xp.mean(x)
-    sxx = xp.maximum(xp.sum(xc * xc), TINY)
+    sxx = xp.clip(xp.sum(xc * xc), min=TINY)
     r = xp.arange(first + 1, k_g + 1, dtype=x.dtype, device=device(x))
     slope, sse, sst = _centered_ols(xc, xp.log(r / (k_g + 1)), sxx, xp)
-    beta_hat = xp.maximum(slope, 0.0)
-    r2 = xp.clip(1.0 - sse / xp.maximum(sst, TINY), 0.0, 1.0)
+    beta_hat = xp.clip(slope, min=0.0)
+    r2 = xp.clip(1.0 - sse / xp.clip(sst, min=TINY), 0.0, 1.0)
     updated = (r2 >= config.beta_min_r2) & (beta_hat > 0)
     low, high = config.beta_clip
     m = config.beta_momentum
