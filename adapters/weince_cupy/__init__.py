@@ -1,0 +1,1 @@
+"""WEINCE for cupy (in progress)."""

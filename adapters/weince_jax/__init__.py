@@ -1,0 +1,1 @@
+"""WEINCE for jax (in progress)."""

@@ -1,0 +1,1 @@
+"""WEINCE for torch (in progress)."""

@@ -1,0 +1,21 @@
+"""Comparisons used across the test suite."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Normwise relative tolerance against the float64 reference vectors (SPEC: "about 1e-10").
+RTOL_FLOAT64 = 1e-10
+# float32 keeps about 7 digits; the worst seen against the golden files is 5e-6 (gradients),
+# from the tail fits' logs of shortfalls and the sums over 2N rows.
+RTOL_FLOAT32 = 1e-5
+
+
+def assert_close_normwise(actual: object, expected: object, rtol: float, what: str) -> None:
+    """``max|actual - expected| <= rtol * max|expected|`` (a scale-aware check for whole arrays)."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    scale = max(float(np.max(np.abs(expected))), np.finfo(np.float64).tiny)
+    error = float(np.max(np.abs(actual - expected))) / scale
+    assert error <= rtol, f"{what}: relative error {error:.3e} > {rtol:.1e}"

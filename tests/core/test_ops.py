@@ -1,0 +1,64 @@
+"""The operations the standard lacks: every native fast path agrees with the generic one."""
+
+from __future__ import annotations
+
+import math
+
+import array_api_strict as xps
+import numpy as np
+import pytest
+from array_api_compat import array_namespace
+
+from weince_core import ops
+
+
+def values(shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape)
+
+
+def test_top_k_is_descending_and_matches_a_full_sort(backend):
+    dtype = "float64" if backend.float64 else "float32"
+    x = values((7, 40)).astype(dtype)
+    x[2, 5] = -math.inf  # masked entries (as for excluded columns) sort last
+    array = backend.asarray(x, dtype)
+    top, index = ops.top_k(array, 6, array_namespace(array))
+    expected = -np.sort(-x, axis=1)[:, :6]
+    np.testing.assert_array_equal(backend.to_numpy(top), expected)
+    picked = np.take_along_axis(x, np.asarray(backend.to_numpy(index), dtype=np.int64), 1)
+    np.testing.assert_array_equal(picked, expected)
+
+
+def test_top_k_of_the_whole_row_works_on_numpy():
+    x = np.asarray([[1.0, 3.0, 2.0]])
+    top, index = ops.top_k(x, 3, array_namespace(x))
+    np.testing.assert_array_equal(top, [[3.0, 2.0, 1.0]])
+    np.testing.assert_array_equal(index, [[1, 2, 0]])
+
+
+def test_logsumexp_leaves_out_minus_infinity_and_is_stable():
+    x = np.asarray([[0.0, -math.inf, 1000.0], [-math.inf, 2.0, 2.0]])
+    expected = [1000.0, 2.0 + math.log(2.0)]
+    np.testing.assert_allclose(ops.logsumexp(x, np), expected, rtol=1e-15)
+    np.testing.assert_allclose(
+        np.from_dlpack(ops.logsumexp(xps.asarray(x), xps)), expected, rtol=1e-15
+    )
+
+
+def test_sigmoid_is_exact_at_the_extremes_and_symmetric():
+    x = np.asarray([-1e4, -30.0, 0.0, 30.0, 1e4])
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        y = ops.sigmoid(x, np)
+    assert y[0] == 0.0 and y[-1] == 1.0 and y[2] == 0.5
+    np.testing.assert_allclose(y + y[::-1], 1.0, rtol=1e-15)
+
+
+@pytest.mark.parametrize("xp_name", ["numpy", "array_api_strict", "torch", "jax.numpy"])
+def test_mask_from_indices_marks_exactly_the_given_columns(xp_name):
+    xp = pytest.importorskip(xp_name)
+
+    index = np.asarray([[0, 3], [4, 1], [2, 0]])
+    array = xp.asarray(index)
+    mask = ops.mask_from_indices(array, 5, array_namespace(array))
+    expected = np.zeros((3, 5), dtype=bool)
+    np.put_along_axis(expected, index, True, axis=1)
+    np.testing.assert_array_equal(np.from_dlpack(mask), expected)

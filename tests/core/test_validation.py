@@ -1,0 +1,78 @@
+"""Bad input is refused before any computation, with the argument and the expectation named."""
+
+from __future__ import annotations
+
+import importlib
+
+import array_api_strict as xps
+import numpy as np
+import pytest
+
+import weince_core as wc
+
+
+def good(n: int = 4, d: int = 3, dtype=np.float64):
+    return np.ones((n, d), dtype=dtype), np.ones((n, d), dtype=dtype)
+
+
+STATE = np.asarray(4.0)
+
+
+@pytest.mark.parametrize(
+    "z_i, z_j, error, message",
+    [
+        (np.ones((4, 3)), np.ones((4, 2)), ValueError, r"z_j must have the shape of z_i \(4, 3\)"),
+        (np.ones((4, 3, 1)), np.ones((4, 3, 1)), ValueError, "z_i must be a 2-D array"),
+        (np.ones(4), np.ones(4), ValueError, "z_i must be a 2-D array"),
+        (np.ones((1, 3)), np.ones((1, 3)), ValueError, "N >= 2"),
+        (np.ones((4, 0)), np.ones((4, 0)), ValueError, "at least one column"),
+        (np.ones((4, 3), dtype=int), np.ones((4, 3), dtype=int), TypeError, "z_i must have a real"),
+        (np.ones((4, 3)), np.ones((4, 3), dtype=np.float32), TypeError, "z_j must have the dtype"),
+        (np.ones((4, 3)), [[1.0] * 3] * 4, TypeError, "z_j must be an array"),
+    ],
+)
+def test_bad_embeddings_raise_a_clear_error(z_i, z_j, error, message):
+    with pytest.raises(error, match=message):
+        wc.nt_xent(z_i, z_j, STATE)
+
+
+def test_arrays_from_two_libraries_are_refused():
+    z_i, _ = good()
+    with pytest.raises(TypeError, match="same array library"):
+        wc.nt_xent(z_i, xps.asarray(z_i), STATE)
+
+
+def test_arrays_on_two_devices_are_refused():
+    z_i = xps.asarray(np.ones((4, 3)))
+    z_j = xps.asarray(np.ones((4, 3)), device=xps.Device("device1"))
+    with pytest.raises(ValueError, match="z_i and z_j must be on the same device"):
+        wc.nt_xent(z_i, z_j, xps.asarray(4.0))
+
+
+def test_state_on_another_device_is_refused():
+    z = xps.asarray(np.ones((4, 3)))
+    state = xps.asarray(4.0, device=xps.Device("device1"))
+    with pytest.raises(ValueError, match="state and z_i must be on the same device"):
+        wc.nt_xent(z, z, state)
+
+
+@pytest.mark.parametrize(
+    "state, error, message",
+    [
+        (np.ones((1,)), ValueError, "state must be a 0-d array"),
+        (np.asarray(4), TypeError, "state must have a real floating dtype"),
+        (4.0, TypeError, "state must be an array"),
+    ],
+)
+def test_bad_state_is_refused(state, error, message):
+    with pytest.raises(error, match=message):
+        wc.nt_xent(*good(), state)
+
+
+def test_validation_happens_before_any_computation(monkeypatch):
+    calls = []
+    two_view = importlib.import_module("weince_core.nt_xent")
+    monkeypatch.setattr(two_view, "rows_forward", lambda *a, **k: calls.append(a))
+    with pytest.raises(ValueError):
+        wc.nt_xent(np.ones((1, 3)), np.ones((1, 3)), STATE)
+    assert calls == []
