@@ -11,7 +11,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[torch,jax,test]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[torch,jax,demo,docs,test]"
 	touch $@
 
 lint: setup

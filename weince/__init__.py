@@ -1,0 +1,1 @@
+"""The ``weince`` command line: ``weince demo``, ``weince crosscheck``, ``weince bench``."""

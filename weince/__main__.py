@@ -1,0 +1,3 @@
+from weince.cli import main
+
+raise SystemExit(main())
