@@ -73,7 +73,7 @@ def mask_from_indices(indices: Array, num_columns: int, xp: Namespace) -> Array:
     if is_numpy_namespace(xp) or is_cupy_namespace(xp):
         native = sys.modules["cupy" if is_cupy_namespace(xp) else "numpy"]
         mask = native.zeros((rows, num_columns), dtype=bool)
-        native.put_along_axis(mask, indices, True, axis=1)
+        mask[native.arange(rows)[:, None], indices] = True
         return mask
     columns = xp.arange(num_columns, device=device(indices))
     mask = xp.zeros((rows, num_columns), dtype=xp.bool, device=device(indices))
