@@ -59,24 +59,23 @@ def top_k(x: Array, k: int, xp: Namespace) -> tuple[Array, Array]:
     return xp.take_along_axis(x, indices, axis=-1), indices
 
 
-def mask_from_indices(indices: Array, num_columns: int, xp: Namespace) -> Array:
-    """Boolean ``(R, num_columns)`` mask, True at ``indices[r, m]`` of each row ``r``."""
-    rows, width = indices.shape
+def add_at_columns(matrix: Array, columns: Array, values: Array, xp: Namespace) -> Array:
+    """``matrix`` with ``values[r, m]`` added at ``(r, columns[r, m])``.
+
+    The columns of one row must be distinct (they are: hard negatives, or one positive), so
+    the native scatters need not accumulate duplicates.
+    """
+    rows = matrix.shape[0]
     if is_torch_namespace(xp):
-        torch = sys.modules["torch"]
-        mask = torch.zeros((rows, num_columns), dtype=torch.bool, device=indices.device)
-        return mask.scatter_(1, indices, True)
+        return matrix.scatter_add(1, columns, values)
     if is_jax_namespace(xp):
         jnp = sys.modules["jax.numpy"]
-        mask = jnp.zeros((rows, num_columns), dtype=bool)
-        return mask.at[jnp.arange(rows)[:, None], indices].set(True)
+        return matrix.at[jnp.arange(rows)[:, None], columns].add(values)
     if is_numpy_namespace(xp) or is_cupy_namespace(xp):
         native = sys.modules["cupy" if is_cupy_namespace(xp) else "numpy"]
-        mask = native.zeros((rows, num_columns), dtype=bool)
-        mask[native.arange(rows)[:, None], indices] = True
-        return mask
-    columns = xp.arange(num_columns, device=device(indices))
-    mask = xp.zeros((rows, num_columns), dtype=xp.bool, device=device(indices))
-    for m in range(width):
-        mask = mask | (columns[None, :] == indices[:, m : m + 1])
-    return mask
+        matrix[native.arange(rows)[:, None], columns] += values
+        return matrix
+    all_columns = xp.arange(matrix.shape[1], device=device(matrix))[None, :]
+    for m in range(columns.shape[1]):
+        matrix = matrix + xp.where(all_columns == columns[:, m : m + 1], values[:, m : m + 1], 0.0)
+    return matrix

@@ -17,7 +17,7 @@ from array_api_compat import array_namespace, device
 
 from . import stats as tail
 from .config import WEINCEConfig
-from .ops import logsumexp, mask_from_indices, top_k
+from .ops import add_at_columns, logsumexp, top_k
 
 Array = Any
 Namespace = Any
@@ -90,12 +90,12 @@ def rows_forward(
     """
     xp = array_namespace(sim, positive, excluded, beta_t)
     rows = sim.shape[0]
-    negatives = ~(excluded | _positive_mask(sim, positive, xp))
-    negative_sim = xp.where(negatives, sim, -math.inf)
     positive_sim = _row_values(sim, positive, xp)
-
     k = tail.tail_size(num_negatives, config) if config.uses_tail_statistics else 0
     m = min(config.top_m, num_negatives) if config.uses_top_m else 0
+    if max(k, m) or config.estimate_beta:
+        negatives = ~(excluded | _positive_mask(sim, positive, xp))
+        negative_sim = xp.where(negatives, sim, -math.inf)
     if max(k, m):
         top, top_index = top_k(negative_sim, max(k, m), xp)
 
@@ -161,30 +161,48 @@ def rows_backward(
     residuals: RowsResiduals,
     config: WEINCEConfig,
 ) -> Array:
-    """``dL/dsim`` (``(R, C)``) of the loss that ``rows_forward`` computed on the same ``sim``."""
+    """``dL/dsim`` (``(R, C)``) of the loss that ``rows_forward`` computed on the same ``sim``.
+
+    Dense part: ``P_ab * dG_ab/dsim_ab / R`` over the candidates. The ``- [b = p(a)]`` of the
+    main term and the whole top-M terms touch at most ``M' + 1`` columns per row, so they are
+    computed on those columns only and added there.
+    """
     xp = array_namespace(sim, positive, excluded)
     rows = sim.shape[0]
-    target = xp.astype(_positive_mask(sim, positive, xp), sim.dtype)
     lam = residuals.lam
-
     logits = xp.where(excluded, -math.inf, blended_logits(sim, lam, config, xp))
     prob = xp.exp(logits - residuals.lse[:, None])
-    slope = 1.0 / config.temperature
-    if config.gate != "off":
-        lam = lam[:, None]
-        slope = (1.0 - lam) * slope + lam * (config.beta_w * shortfall_slope(sim, config, xp))
-    d_sim = (prob - target) * slope
+    positive_sim = _row_values(sim, positive, xp)
+    softmax_slope = (1.0 - lam) / (config.temperature * rows)
+    if config.gate == "off":
+        d_sim = prob * softmax_slope[:, None]
+        positive_slope = softmax_slope
+    else:
+        weight = lam * (config.beta_w / rows)
+        d_sim = prob * (softmax_slope[:, None] + weight[:, None] * shortfall_slope(sim, config, xp))
+        positive_slope = softmax_slope + weight * shortfall_slope(positive_sim, config, xp)
 
-    if residuals.top_index is not None:
-        members = mask_from_indices(residuals.top_index, sim.shape[1], xp) | (target > 0)
-        if residuals.lse_weibit is not None:
-            beta_t = residuals.beta_t
-            weibit = beta_t * shortfall_logit(sim, config, xp)
-            prob = xp.exp(xp.where(members, weibit - residuals.lse_weibit[:, None], -math.inf))
-            d_weibit = (prob - target) * (beta_t * shortfall_slope(sim, config, xp))
-            d_sim = d_sim + config.weibit_weight * d_weibit
-        if residuals.lse_softmax is not None:
-            scaled = sim / config.temperature
-            prob = xp.exp(xp.where(members, scaled - residuals.lse_softmax[:, None], -math.inf))
-            d_sim = d_sim + (config.softmax_weight / config.temperature) * (prob - target)
-    return d_sim / rows
+    if residuals.top_index is None:
+        return add_at_columns(d_sim, positive[:, None], -positive_slope[:, None], xp)
+    columns = xp.concat([positive[:, None], residuals.top_index], axis=1)
+    candidates = xp.take_along_axis(sim, columns, axis=1)
+    coefficient = xp.zeros_like(candidates)
+    if residuals.lse_weibit is not None:
+        beta_t = residuals.beta_t
+        weibit = beta_t * shortfall_logit(candidates, config, xp)
+        d_logit = _minus_target(xp.exp(weibit - residuals.lse_weibit[:, None]), xp)
+        slope = beta_t * shortfall_slope(candidates, config, xp)
+        coefficient = coefficient + config.weibit_weight * d_logit * slope
+    if residuals.lse_softmax is not None:
+        scaled = candidates / config.temperature
+        d_logit = _minus_target(xp.exp(scaled - residuals.lse_softmax[:, None]), xp)
+        coefficient = coefficient + (config.softmax_weight / config.temperature) * d_logit
+    coefficient = coefficient / rows
+    head = coefficient[:, :1] - positive_slope[:, None]
+    coefficient = xp.concat([head, coefficient[:, 1:]], axis=1)
+    return add_at_columns(d_sim, columns, coefficient, xp)
+
+
+def _minus_target(prob: Array, xp: Namespace) -> Array:
+    """``prob - onehot(0)``: the softmax cross-entropy gradient when column 0 is the target."""
+    return xp.concat([prob[:, :1] - 1.0, prob[:, 1:]], axis=1)

@@ -53,12 +53,15 @@ def test_sigmoid_is_exact_at_the_extremes_and_symmetric():
 
 
 @pytest.mark.parametrize("xp_name", ["numpy", "array_api_strict", "torch", "jax.numpy"])
-def test_mask_from_indices_marks_exactly_the_given_columns(xp_name):
+def test_add_at_columns_adds_exactly_at_the_given_columns(xp_name):
     xp = pytest.importorskip(xp_name)
-
-    index = np.asarray([[0, 3], [4, 1], [2, 0]])
-    array = xp.asarray(index)
-    mask = ops.mask_from_indices(array, 5, array_namespace(array))
-    expected = np.zeros((3, 5), dtype=bool)
-    np.put_along_axis(expected, index, True, axis=1)
-    np.testing.assert_array_equal(np.from_dlpack(mask), expected)
+    columns = np.asarray([[0, 3], [4, 1], [2, 0]])
+    values = np.asarray([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    base = np.arange(15.0).reshape(3, 5)
+    expected = base.copy()
+    for r in range(3):
+        expected[r, columns[r]] += values[r]
+    out = ops.add_at_columns(
+        xp.asarray(base), xp.asarray(columns), xp.asarray(values), array_namespace(xp.asarray(base))
+    )
+    np.testing.assert_array_equal(np.from_dlpack(out), expected)
