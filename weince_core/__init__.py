@@ -4,6 +4,7 @@ The math of SPEC.md, written once against the Array API standard: configuration 
 the online state, the tail statistics, the blended loss and its analytic gradient.
 """
 
+from .collectives import Collectives
 from .config import WEINCEConfig
 from .nt_xent import (
     NTXentResiduals,
@@ -16,6 +17,7 @@ from .rows import RowsResiduals, rows_backward, rows_forward
 from .state import init_state
 
 __all__ = [
+    "Collectives",
     "NTXentResiduals",
     "RowsResiduals",
     "WEINCEConfig",

@@ -1,6 +1,7 @@
 """The two-view (SimCLR / NT-Xent) form: ``Z = [z_i; z_j]``, ``S = U U^T``, positive ``a + N``.
 
 ``nt_xent_forward`` keeps O(N d) residuals; ``nt_xent_backward`` recomputes ``S`` from them.
+Spread over ranks, each rank's rows of ``S`` are its anchors against every rank's rows.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from typing import Any, NamedTuple
 
 from array_api_compat import array_namespace, device
 
+from .collectives import Collectives
 from .config import WEINCEConfig
 from .rows import RowsResiduals, rows_backward, rows_forward
 from .validation import check_pair, compute_dtype
@@ -20,26 +22,43 @@ NORM_FLOOR = 1e-8
 
 
 class NTXentResiduals(NamedTuple):
-    """Everything the backward pass keeps from the forward pass."""
+    """Everything the backward pass keeps from the forward pass: O(N d)."""
 
-    u: Array  # (2N, d) unit rows U
-    scale: Array  # (2N,) max(||Z_a||, 1e-8)
+    u: Array  # (2n, d) this rank's unit rows, z_i's first
+    scale: Array  # (2n,) max(||Z_a||, 1e-8)
+    u_all: Array  # (2N, d) the unit rows of every rank, [U_i; U_j] (u itself on one device)
+    anchors: Array  # (2n,) the rows of u_all that u's rows are
     rows: RowsResiduals
 
 
-def _two_view_rows(n: int, like: Array, xp: Namespace) -> tuple[Array, Array]:
-    """Positive columns ``(a + N) mod 2N`` and the excluded diagonal."""
-    anchors = xp.arange(2 * n, device=device(like))
-    return (anchors + n) % (2 * n), anchors[:, None] == anchors[None, :]
+def _two_view_rows(anchors: Array, total: int, xp: Namespace) -> tuple[Array, Array]:
+    """Positive columns ``(a + N) mod 2N`` of the anchors, and each anchor's own column."""
+    columns = xp.arange(total, device=device(anchors))
+    return (anchors + total // 2) % total, anchors[:, None] == columns[None, :]
+
+
+def _join_views(u_i: Array, u_j: Array, collectives: Collectives | None, xp: Namespace) -> Array:
+    if collectives is None:
+        return xp.concat([u_i, u_j], axis=0)
+    return xp.concat([collectives.gather(u_i), collectives.gather(u_j)], axis=0)
 
 
 def nt_xent_forward(
-    z_i: Array, z_j: Array, state: Array, config: WEINCEConfig | None = None
+    z_i: Array,
+    z_j: Array,
+    state: Array,
+    config: WEINCEConfig | None = None,
+    *,
+    collectives: Collectives | None = None,
 ) -> tuple[Array, Array, dict[str, Array], NTXentResiduals]:
     """``(loss, new_state, stats, residuals)`` of the two-view WEINCE loss.
 
     ``z_i``, ``z_j``: ``(N, d)`` embeddings of the two views, ``N >= 2``; ``state``: ``beta_t``
     from ``init_state``. Half-precision inputs are computed in float32.
+
+    With ``collectives`` (see ``Collectives``), ``z_i`` and ``z_j`` are this rank's ``n`` rows
+    of a global batch joined in rank order; the loss, ``beta_t`` and the summary statistics are
+    those of the global batch, the per-anchor statistics those of this rank's anchors.
     """
     config = WEINCEConfig() if config is None else config
     xp = check_pair(z_i, z_j, state)
@@ -48,16 +67,23 @@ def nt_xent_forward(
     z = xp.astype(xp.concat([z_i, z_j], axis=0), dtype)
     scale = xp.clip(xp.linalg.vector_norm(z, axis=1), min=NORM_FLOOR)
     u = z / scale[:, None]
-    positive, excluded = _two_view_rows(n, u, xp)
+    u_all = _join_views(u[:n, :], u[n:, :], collectives, xp)
+    total = u_all.shape[0]
+    offset = 0 if collectives is None else collectives.rank * n
+    own = xp.arange(n, device=device(u)) + offset
+    anchors = xp.concat([own, own + total // 2])
+    positive, excluded = _two_view_rows(anchors, total, xp)
     loss, beta_t, stats, rows = rows_forward(
-        u @ u.T,
+        u @ u_all.T,
         positive,
         excluded,
         xp.astype(state, dtype),
         config,
-        num_negatives=2 * n - 2,
+        num_negatives=total - 2,
+        collectives=collectives,
     )
-    return loss, xp.astype(beta_t, state.dtype), stats, NTXentResiduals(u, scale, rows)
+    residuals = NTXentResiduals(u, scale, u_all, anchors, rows)
+    return loss, xp.astype(beta_t, state.dtype), stats, residuals
 
 
 def nt_xent_backward(
@@ -66,19 +92,33 @@ def nt_xent_backward(
     *,
     dtype: Any = None,
     grad_output: Array | None = None,
+    collectives: Collectives | None = None,
 ) -> tuple[Array, Array]:
     """``(dL/dz_i, dL/dz_j)`` from the forward residuals (SPEC.md section 6).
 
     ``grad_output`` scales the gradient (the upstream gradient of the loss); ``dtype`` is the
-    dtype to return it in (the inputs' dtype).
+    dtype to return it in (the inputs' dtype). With ``collectives``, the gradient is that of
+    the global loss with respect to this rank's rows: the terms of every rank's anchors that
+    involve them as candidates come home through ``collectives.sum_scatter``.
     """
     config = WEINCEConfig() if config is None else config
-    u, scale = residuals.u, residuals.scale
+    u, scale, u_all = residuals.u, residuals.scale, residuals.u_all
     xp = array_namespace(u)
     n = u.shape[0] // 2
-    positive, excluded = _two_view_rows(n, u, xp)
-    d_sim = rows_backward(u @ u.T, positive, excluded, residuals.rows, config)
-    g_u = d_sim @ u + d_sim.T @ u
+    total = u_all.shape[0]
+    positive, excluded = _two_view_rows(residuals.anchors, total, xp)
+    d_sim = rows_backward(u @ u_all.T, positive, excluded, residuals.rows, config, total_rows=total)
+    as_candidates = d_sim.T @ u
+    if collectives is not None:
+        half = total // 2
+        as_candidates = xp.concat(
+            [
+                collectives.sum_scatter(as_candidates[:half, :]),
+                collectives.sum_scatter(as_candidates[half:, :]),
+            ],
+            axis=0,
+        )
+    g_u = d_sim @ u_all + as_candidates
     g_z = (g_u - u * xp.sum(u * g_u, axis=1, keepdims=True)) / scale[:, None]
     if grad_output is not None:
         g_z = g_z * grad_output

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 from array_api_compat import array_namespace, device
 
 from . import stats as tail
+from .collectives import Collectives, gather, total, world_size
 from .config import WEINCEConfig
 from .ops import add_at_columns, logsumexp, top_k
 
@@ -67,10 +68,19 @@ def _scalar(value: float, like: Array, xp: Namespace) -> Array:
     return xp.full((), value, dtype=like.dtype, device=device(like))
 
 
-def _cross_entropy_first(logits: Array, xp: Namespace) -> tuple[Array, Array]:
+def _cross_entropy_first(
+    logits: Array, total_rows: int, collectives: Collectives | None, xp: Namespace
+) -> tuple[Array, Array]:
     """Mean cross-entropy of rows whose target is column 0, and each row's logsumexp."""
     lse = logsumexp(logits, xp)
-    return xp.mean(lse - logits[:, 0]), lse
+    return _mean_over_rows(lse - logits[:, 0], total_rows, collectives, xp), lse
+
+
+def _mean_over_rows(
+    values: Array, total_rows: int, collectives: Collectives | None, xp: Namespace
+) -> Array:
+    """The mean over the rows of every rank."""
+    return total(xp.sum(values) / total_rows, collectives)
 
 
 def rows_forward(
@@ -81,15 +91,21 @@ def rows_forward(
     config: WEINCEConfig,
     *,
     num_negatives: int,
+    collectives: Collectives | None = None,
 ) -> tuple[Array, Array, dict[str, Array], RowsResiduals]:
     """The WEINCE loss of rows: ``(loss, new_beta_t, stats, residuals)``.
 
     ``sim`` is ``(R, C)`` in the compute dtype, ``positive`` ``(R,)`` integer columns,
     ``excluded`` ``(R, C)`` boolean, ``beta_t`` a 0-d array in ``sim``'s dtype. Every row has
     ``num_negatives`` negatives (columns neither excluded nor positive).
+
+    With ``collectives``, these are this rank's rows of a batch whose rows are spread over
+    ranks: per-row statistics stay local, while ``rho0``, the ``beta_t`` tail, the loss and the
+    summary statistics are those of all rows of all ranks.
     """
     xp = array_namespace(sim, positive, excluded, beta_t)
     rows = sim.shape[0]
+    total_rows = rows * world_size(collectives)
     positive_sim = _row_values(sim, positive, xp)
     k = tail.tail_size(num_negatives, config) if config.uses_tail_statistics else 0
     m = min(config.top_m, num_negatives) if config.uses_top_m else 0
@@ -101,7 +117,7 @@ def rows_forward(
 
     nan = _scalar(math.nan, sim, xp)
     if config.uses_tail_statistics:
-        stats = tail.gate_statistics(top[:, :k], rows, config, xp)
+        stats = tail.gate_statistics(top[:, :k], config, xp, lambda rho: gather(rho, collectives))
     else:
         stats = {
             "rho": xp.full((rows,), math.nan, dtype=sim.dtype, device=device(sim)),
@@ -112,9 +128,12 @@ def rows_forward(
     lam = stats["lambda"]
 
     if config.estimate_beta:
-        k_g = tail.beta_tail_size(rows * num_negatives, config)
-        top_global, _ = top_k(xp.reshape(negative_sim, (-1,)), k_g, xp)
-        stats.update(tail.update_beta(top_global, beta_t, config, xp))
+        k_g = tail.beta_tail_size(total_rows * num_negatives, config)
+        # Each rank's k_g largest hold the global k_g largest: select, gather, select again.
+        local, _ = top_k(xp.reshape(negative_sim, (-1,)), min(k_g, rows * num_negatives), xp)
+        if collectives is not None:
+            local, _ = top_k(gather(local, collectives), k_g, xp)
+        stats.update(tail.update_beta(local, beta_t, config, xp))
     else:
         no_update = xp.zeros((), dtype=xp.bool, device=device(sim))
         stats.update(beta_t=beta_t, beta_hat=nan, beta_r2=nan, beta_updated=no_update)
@@ -122,7 +141,9 @@ def rows_forward(
 
     logits = xp.where(excluded, -math.inf, blended_logits(sim, lam, config, xp))
     lse = logsumexp(logits, xp)
-    loss_blend = xp.mean(lse - _row_values(logits, positive, xp))
+    loss_blend = _mean_over_rows(
+        lse - _row_values(logits, positive, xp), total_rows, collectives, xp
+    )
     loss = loss_blend
     zero = _scalar(0.0, sim, xp)
     loss_weibit, loss_softmax, lse_weibit, lse_softmax = zero, zero, None, None
@@ -130,15 +151,18 @@ def rows_forward(
         candidates = xp.concat([positive_sim[:, None], top[:, :m]], axis=1)
     if config.weibit_weight > 0:
         weibit = beta_used * shortfall_logit(candidates, config, xp)
-        loss_weibit, lse_weibit = _cross_entropy_first(weibit, xp)
+        loss_weibit, lse_weibit = _cross_entropy_first(weibit, total_rows, collectives, xp)
         loss = loss + config.weibit_weight * loss_weibit
     if config.softmax_weight > 0:
-        loss_softmax, lse_softmax = _cross_entropy_first(candidates / config.temperature, xp)
+        scaled = candidates / config.temperature
+        loss_softmax, lse_softmax = _cross_entropy_first(scaled, total_rows, collectives, xp)
         loss = loss + config.softmax_weight * loss_softmax
 
     stats.update(
-        lambda_mean=xp.mean(lam),
-        frac_lambda_above_half=xp.mean(xp.astype(lam > 0.5, sim.dtype)),
+        lambda_mean=_mean_over_rows(lam, total_rows, collectives, xp),
+        frac_lambda_above_half=_mean_over_rows(
+            xp.astype(lam > 0.5, sim.dtype), total_rows, collectives, xp
+        ),
         loss_blend=loss_blend,
         loss_weibit=loss_weibit,
         loss_softmax=loss_softmax,
@@ -160,15 +184,19 @@ def rows_backward(
     excluded: Array,
     residuals: RowsResiduals,
     config: WEINCEConfig,
+    *,
+    total_rows: int | None = None,
 ) -> Array:
     """``dL/dsim`` (``(R, C)``) of the loss that ``rows_forward`` computed on the same ``sim``.
+
+    ``total_rows``: the rows of all ranks that the loss averages over (default: ``R``).
 
     Dense part: ``P_ab * dG_ab/dsim_ab / R`` over the candidates. The ``- [b = p(a)]`` of the
     main term and the whole top-M terms touch at most ``M' + 1`` columns per row, so they are
     computed on those columns only and added there.
     """
     xp = array_namespace(sim, positive, excluded)
-    rows = sim.shape[0]
+    rows = sim.shape[0] if total_rows is None else total_rows
     lam = residuals.lam
     logits = xp.where(excluded, -math.inf, blended_logits(sim, lam, config, xp))
     prob = xp.exp(logits - residuals.lse[:, None])

@@ -8,6 +8,7 @@ adapters differentiate through the core's analytic gradient, which treats ``lamb
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from array_api_compat import device
@@ -105,14 +106,18 @@ def gate(rho: Array, d_aic: Array, rho0: Array, config: WEINCEConfig, xp: Namesp
 
 
 def gate_statistics(
-    top: Array, num_anchors: int, config: WEINCEConfig, xp: Namespace
+    top: Array,
+    config: WEINCEConfig,
+    xp: Namespace,
+    gather: Callable[[Array], Array] = lambda rho: rho,
 ) -> dict[str, Array]:
     """``rho``, ``d_aic``, ``rho0`` and ``lambda`` of the anchors whose tails are ``top``.
 
-    ``num_anchors`` is the number of rows ``rho0`` is taken over (all rows of ``top`` here).
+    ``rho0`` is taken over ``gather(rho)``: the anchors of every rank.
     """
     rho, d_aic = tail_fit(top, config, xp)
-    rho0 = xp.sort(rho)[rho0_index(num_anchors, top.shape[-1], config)]
+    every_rho = gather(rho)
+    rho0 = xp.sort(every_rho)[rho0_index(every_rho.shape[0], top.shape[-1], config)]
     return {"rho": rho, "d_aic": d_aic, "rho0": rho0, "lambda": gate(rho, d_aic, rho0, config, xp)}
 
 
