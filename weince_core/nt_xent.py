@@ -67,7 +67,7 @@ def nt_xent_forward(
     z = xp.astype(xp.concat([z_i, z_j], axis=0), dtype)
     scale = xp.clip(xp.linalg.vector_norm(z, axis=1), min=NORM_FLOOR)
     u = z / scale[:, None]
-    u_all = _join_views(u[:n, :], u[n:, :], collectives, xp)
+    u_all = u if collectives is None else _join_views(u[:n, :], u[n:, :], collectives, xp)
     total = u_all.shape[0]
     offset = 0 if collectives is None else collectives.rank * n
     own = xp.arange(n, device=device(u)) + offset

@@ -8,6 +8,7 @@ been imported, so nothing here ever imports one.
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
@@ -59,15 +60,30 @@ def top_k(x: Array, k: int, xp: Namespace) -> tuple[Array, Array]:
     return xp.take_along_axis(x, indices, axis=-1), indices
 
 
+def largest(x: Array, k: int, xp: Namespace) -> Array:
+    """The ``k`` largest entries of the 1-D ``x``, in descending order (values only)."""
+    if is_torch_namespace(xp) and x.device.type == "cpu":
+        torch = sys.modules["torch"]
+        chunks = min(8, x.shape[0] // (4 * k))
+        if chunks >= 2:
+            # The k largest of each chunk hold the k largest of all, and torch selects in the
+            # chunks in parallel (one long row is one thread); the values are the same.
+            size = -(-x.shape[0] // chunks)
+            padded = torch.nn.functional.pad(x, (0, size * chunks - x.shape[0]), value=-math.inf)
+            x = torch.topk(padded.view(chunks, size), k, sorted=False).values.reshape(-1)
+    return top_k(x, k, xp)[0]
+
+
 def add_at_columns(matrix: Array, columns: Array, values: Array, xp: Namespace) -> Array:
     """``matrix`` with ``values[r, m]`` added at ``(r, columns[r, m])``.
 
     The columns of one row must be distinct (they are: hard negatives, or one positive), so
-    the native scatters need not accumulate duplicates.
+    the native scatters need not accumulate duplicates. ``matrix`` must be a temporary: the
+    NumPy, CuPy and PyTorch paths update it in place (a copy of an N x N matrix is a full pass).
     """
     rows = matrix.shape[0]
     if is_torch_namespace(xp):
-        return matrix.scatter_add(1, columns, values)
+        return matrix.scatter_add_(1, columns, values)
     if is_jax_namespace(xp):
         jnp = sys.modules["jax.numpy"]
         return matrix.at[jnp.arange(rows)[:, None], columns].add(values)

@@ -18,7 +18,7 @@ from array_api_compat import array_namespace, device
 from . import stats as tail
 from .collectives import Collectives, gather, total, world_size
 from .config import WEINCEConfig
-from .ops import add_at_columns, logsumexp, top_k
+from .ops import add_at_columns, largest, logsumexp, top_k
 
 Array = Any
 Namespace = Any
@@ -42,22 +42,19 @@ def shortfall_logit(sim: Array, config: WEINCEConfig, xp: Namespace) -> Array:
 
 def shortfall_slope(sim: Array, config: WEINCEConfig, xp: Namespace) -> Array:
     """``d/dsim`` of the shortfall coordinate: ``1 / (1 - sim)`` below the cap, 0 above."""
-    below = sim < 1.0 - config.eps
-    return xp.where(below, 1.0 / (1.0 - xp.clip(sim, max=1.0 - config.eps)), 0.0)
+    # Where sim >= 1 - eps the quotient is not used (and may be inf); where() drops it.
+    cap = 1.0 - config.eps
+    return xp.where(sim < cap, 1.0 / (1.0 - xp.clip(sim, max=cap)), 0.0)
 
 
 def blended_logits(sim: Array, lam: Array, config: WEINCEConfig, xp: Namespace) -> Array:
     """``G = (1 - lam) sim / tau + lam beta_w (-log(1 - clip_s(sim)))``, ``lam`` per row."""
-    softmax_part = sim / config.temperature
     if config.gate == "off":
-        return softmax_part
-    lam = lam[:, None]
-    return (1.0 - lam) * softmax_part + lam * (config.beta_w * shortfall_logit(sim, config, xp))
-
-
-def _positive_mask(sim: Array, positive: Array, xp: Namespace) -> Array:
-    columns = xp.arange(sim.shape[1], device=device(sim))
-    return columns[None, :] == positive[:, None]
+        return sim / config.temperature
+    # Per-row coefficients first: two multiplications of the (R, C) matrices instead of five.
+    softmax_coef = ((1.0 - lam) / config.temperature)[:, None]
+    shortfall_coef = (lam * config.beta_w)[:, None]
+    return softmax_coef * sim + shortfall_coef * shortfall_logit(sim, config, xp)
 
 
 def _row_values(matrix: Array, columns: Array, xp: Namespace) -> Array:
@@ -110,8 +107,9 @@ def rows_forward(
     k = tail.tail_size(num_negatives, config) if config.uses_tail_statistics else 0
     m = min(config.top_m, num_negatives) if config.uses_top_m else 0
     if max(k, m) or config.estimate_beta:
-        negatives = ~(excluded | _positive_mask(sim, positive, xp))
-        negative_sim = xp.where(negatives, sim, -math.inf)
+        negative_sim = xp.where(excluded, -math.inf, sim)
+        minus_inf = xp.full((rows, 1), -math.inf, dtype=sim.dtype, device=device(sim))
+        negative_sim = add_at_columns(negative_sim, positive[:, None], minus_inf, xp)
     if max(k, m):
         top, top_index = top_k(negative_sim, max(k, m), xp)
 
@@ -130,9 +128,9 @@ def rows_forward(
     if config.estimate_beta:
         k_g = tail.beta_tail_size(total_rows * num_negatives, config)
         # Each rank's k_g largest hold the global k_g largest: select, gather, select again.
-        local, _ = top_k(xp.reshape(negative_sim, (-1,)), min(k_g, rows * num_negatives), xp)
+        local = largest(xp.reshape(negative_sim, (-1,)), min(k_g, rows * num_negatives), xp)
         if collectives is not None:
-            local, _ = top_k(gather(local, collectives), k_g, xp)
+            local = largest(gather(local, collectives), k_g, xp)
         stats.update(tail.update_beta(local, beta_t, config, xp))
     else:
         no_update = xp.zeros((), dtype=xp.bool, device=device(sim))

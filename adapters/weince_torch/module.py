@@ -1,0 +1,90 @@
+"""``WEINCELoss``: the WEINCE loss as an ``nn.Module`` criterion that keeps its own state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from weince_core import WEINCEConfig
+
+from .functional import _check_config, _check_tensors, init_state, weince_loss
+
+
+class WEINCELoss(nn.Module):
+    """Drop-in NT-Xent criterion: ``loss = criterion(z_i, z_j)`` for ``(N, d)`` views (SPEC.md).
+
+    ``WEINCELoss()`` is the paper preset; ``WEINCELoss(config=WEINCEConfig.blend())`` another
+    one; keyword arguments override fields (``WEINCELoss(temperature=0.2)``). Gradients reach
+    both inputs through the core's analytic gradient (see ``weince_loss``).
+
+    State. The online slope ``beta_t`` (SPEC.md section 4) is the buffer ``beta_t``: it moves
+    with ``.to(device)``, is saved by ``state_dict()`` and restored by ``load_state_dict()``, so a
+    resumed run continues bit for bit. It is float64, shape ``(1,)``:
+
+    - float64 so that float64 runs carry the state exactly, and ``.half()`` or
+      ``.to(torch.bfloat16)`` on a model holding the criterion does not round it (this module
+      keeps the buffer float64 through dtype casts; device moves apply as usual);
+    - shape ``(1,)`` rather than 0-d because torch.compile (2.13) silently drops in-place
+      updates of a 0-d float64 CPU tensor, which it takes for a Python float.
+
+    When the state moves. A call advances ``beta_t`` only when ``self.training`` and
+    ``torch.is_grad_enabled()``: a training step, once per call (each micro-batch of gradient
+    accumulation is a step, as in the published implementation). Under ``criterion.eval()``,
+    ``torch.no_grad()`` or ``torch.inference_mode()`` (a validation pass) the loss and statistics
+    are exactly those a training step would compute on that batch, but ``beta_t`` is not written.
+
+    Logging. ``last_stats`` holds the last call's statistics as detached tensors on the inputs'
+    device (``lambda``, ``d_aic``, ``rho`` per anchor; ``lambda_mean``, ``beta_t``,
+    ``loss_blend``, ... as scalars), so reading them costs no host synchronisation. Collect
+    them on the device and read them back only when you log, e.g. every 100 steps::
+
+        history.append(torch.stack([criterion.last_stats[k] for k in ("lambda_mean", "beta_t")]))
+        if step % 100 == 0:
+            print(torch.stack(history).float().mean(0).tolist())  # the one sync
+            history.clear()
+
+    The module works under ``torch.autocast`` (the loss runs in float32 or float64 inside), on
+    the outputs of a DDP-wrapped model (the loss itself is local to each process), and under
+    ``torch.compile(criterion, fullgraph=True)``, which fuses the loss's elementwise work and is
+    the fast way to run it (each new batch shape compiles once more).
+    """
+
+    beta_t: torch.Tensor
+
+    def __init__(self, config: WEINCEConfig | None = None, **overrides: Any) -> None:
+        super().__init__()
+        config = _check_config(config)
+        self.config = config.replace(**overrides) if overrides else config
+        self.register_buffer("beta_t", init_state(self.config).reshape(1))
+        self.last_stats: dict[str, torch.Tensor] = {}
+
+    def forward(self, z_i: torch.Tensor, z_j: torch.Tensor) -> torch.Tensor:
+        """The loss of the views ``z_i``, ``z_j`` (rows paired); updates ``beta_t`` (see class)."""
+        _check_tensors(z_i=z_i, z_j=z_j)
+        if z_i.device != self.beta_t.device:
+            raise ValueError(
+                f"z_i is on {z_i.device} but the criterion's state (beta_t) is on "
+                f"{self.beta_t.device}: move the criterion with criterion.to({str(z_i.device)!r})"
+            )
+        loss, new_state, stats = weince_loss(z_i, z_j, self.beta_t[0], self.config)
+        if self.training and torch.is_grad_enabled():
+            self.beta_t.copy_(new_state)
+        self.last_stats = stats
+        return loss
+
+    def reset_state(self) -> None:
+        """``beta_t <- config.beta_init``, as at construction."""
+        self.beta_t.fill_(self.config.beta_init)
+
+    def extra_repr(self) -> str:
+        return f"config={self.config!r}"
+
+    def _apply(self, fn: Any, recurse: bool = True) -> WEINCELoss:
+        state = self.beta_t
+        super()._apply(fn, recurse)
+        if self.beta_t.dtype != torch.float64:
+            # A dtype cast (.half(), .to(torch.bfloat16)): keep the state's float64 value, moved.
+            self.beta_t = state.to(device=self.beta_t.device)
+        return self
