@@ -1,1 +1,53 @@
-"""WEINCE for jax (in progress)."""
+"""WEINCE for JAX: a pure loss function with explicit state, for ``jit``, ``grad`` and ``vmap``.
+
+    import weince_jax
+    from weince_jax import WEINCEConfig
+
+    state = weince_jax.init_state()             # WEINCEState(beta_t), a pytree
+    loss, (state, stats) = weince_jax.weince_loss(z_i, z_j, state, config=WEINCEConfig.paper())
+
+``z_i``, ``z_j`` are ``(N, d)`` views. The result is shaped for
+``jax.value_and_grad(..., has_aux=True)``; the gradient is the core's analytic one (SPEC.md
+section 6) through a ``jax.custom_vjp``. ``config`` (a frozen ``WEINCEConfig``) is static: a new
+config compiles again, nothing else does for equal shapes. ``weince_loss`` is compiled already
+and may be called eagerly; ``jax.jit(weince_loss, static_argnames="config")`` works as well.
+float64 with ``jax_enable_x64`` on, else float32; float16 and bfloat16 inputs compute in float32.
+
+A training step with optax, the loss inside ``jax.jit``::
+
+    import jax, optax
+    import weince_jax
+    from weince_jax import WEINCEConfig
+
+    config = WEINCEConfig.paper()
+    optimizer = optax.adamw(1e-3)
+
+    def loss_fn(params, x_i, x_j, loss_state):
+        z_i, z_j = x_i @ params["w"], x_j @ params["w"]        # any encoder
+        return weince_jax.weince_loss(z_i, z_j, loss_state, config=config)
+
+    @jax.jit
+    def train_step(params, opt_state, loss_state, x_i, x_j):
+        (loss, (loss_state, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            params, x_i, x_j, loss_state
+        )
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss_state, loss, stats
+
+    params = {"w": jax.random.normal(jax.random.key(0), (32, 16)) / 32**0.5}
+    opt_state, loss_state = optimizer.init(params), weince_jax.init_state(config)
+    for x_i, x_j in batches:                                    # (N, 32) arrays each
+        params, opt_state, loss_state, loss, stats = train_step(
+            params, opt_state, loss_state, x_i, x_j
+        )
+
+Keep ``loss_state`` with the parameters (checkpoint it with them; ``donate_argnums`` may donate
+it). ``stats`` (``lambda_mean``, ``beta_t``, per-anchor ``lambda``, ...) are device arrays:
+reading one with ``float()`` waits for the step, so collect them and read them back rarely.
+"""
+
+from weince_core import WEINCEConfig
+
+from .loss import WEINCEState, init_state, weince_loss
+
+__all__ = ["WEINCEConfig", "WEINCEState", "init_state", "weince_loss"]
