@@ -1,0 +1,669 @@
+"""Compare the loss, gradients, statistics and state of every installed backend with NumPy float64.
+
+Each backend (NumPy, array_api_strict, PyTorch, JAX, CuPy; every device found) runs a few steps
+of the loss on the same seeded inputs, or on your own embeddings, with the state carried from
+step to step, through its framework's adapter where there is one. Its results are compared with
+the core on NumPy float64 arrays holding the same inputs (rounded to the dtype under test).
+Errors are normwise, max|x - x_ref| / max|x_ref| over all steps ('lambda': absolute). A row
+fails when any of loss, gradients, lambda, dAIC, rho, rho0 or beta_t (used and carried) is off
+by more than its dtype's tolerance (listed below; reasons in weince.backends).
+
+Exit status: 0 when every row passes, 1 when any fails, 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import weince_core as wc
+from weince.backends import (
+    BACKEND_IDS,
+    CONDITION,
+    DTYPES,
+    PATHS,
+    TOLERANCES,
+    Backend,
+    StepResult,
+    Tolerance,
+    all_backends,
+    enable_jax_float64,
+    smallest_shortfall,
+    tolerance,
+)
+from weince_core import WEINCEConfig
+
+PRESETS = ("paper", "blend", "infonce")
+# The compared quantities, in the order of the table and the JSON.
+QUANTITIES = ("loss", "grad", "lambda", "d_aic", "rho", "rho0", "beta_t")
+TABLE_QUANTITIES = ("loss", "grad", "lambda", "beta_t")
+# The second view of the generated inputs: z_j = z_i + VIEW_NOISE * noise, so that positives
+# are closer than negatives, the gate opens for some anchors and beta_t moves.
+VIEW_NOISE = 0.5
+
+Batch = tuple[np.ndarray, np.ndarray]
+
+
+class UsageError(Exception):
+    """A bad argument: the message names it."""
+
+
+# -- arguments ------------------------------------------------------------------------------
+
+
+def _choices(name: str, allowed: Sequence[str], every: str = "all") -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if every in items:
+            return list(allowed)
+        unknown = [item for item in items if item not in allowed]
+        if unknown or not items:
+            raise argparse.ArgumentTypeError(
+                f"{', '.join(unknown) or repr(text)}: not a {name}; choose from "
+                f"{', '.join(allowed)} or {every} (a comma list, or the option repeated)"
+            )
+        return items
+
+    return parse
+
+
+def _positive_ints(minimum: int) -> Callable[[str], list[int]]:
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(item) for item in text.split(",") if item.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: not a comma list of integers") from None
+        if not values or min(values) < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r}: each value must be >= {minimum}")
+        return values
+
+    return parse
+
+
+def _backend_names(text: str) -> list[str]:
+    names = [item.strip() for item in text.split(",") if item.strip()]
+    unknown = [name for name in names if not _matching_ids(name)]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(unknown) or repr(text)}: no such backend; choose from "
+            f"{', '.join(BACKEND_IDS)} (or a prefix: torch, jax, strict)"
+        )
+    return names
+
+
+def _matching_ids(name: str) -> list[str]:
+    """Backend kinds that ``name`` selects: itself, or those it is the prefix of (``torch``)."""
+    return [i for i in BACKEND_IDS if i == name or i.startswith(f"{name}-")]
+
+
+def _tolerance_epilog() -> str:
+    lines = ["tolerances (errors normwise; lambda absolute; dAIC relative to max(|dAIC|, 1)):"]
+    lines.append(f"  {'dtype':9s} {'value':>7s} {'lambda':>7s} {'grad':>7s} {'d_aic':>7s}")
+    for dtype, tol in TOLERANCES.items():
+        bounds = (tol.value, tol.lam, tol.grad, tol.d_aic)
+        lines.append(f"  {dtype:9s} " + " ".join(f"{b:7.0e}" for b in bounds))
+    lines += [
+        "'value' bounds loss, rho, rho0 and beta_t. Near the cap (1 - cosine -> 0) each bound",
+        "widens to C u / delta: delta = the inputs' smallest 1 - cosine, u = the compute dtype's",
+        "unit roundoff (half precision computes in float32), and C:",
+    ]
+    for compute, c in CONDITION.items():
+        bounds = (c.value, c.lam, c.grad, c.d_aic)
+        lines.append(f"  {compute:9s} " + " ".join(f"{b:7g}" for b in bounds))
+    lines.append("The reasons are in the docstring of weince.backends.")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``weince crosscheck``."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = _tolerance_epilog()
+    parser.add_argument(
+        "--sizes",
+        type=_positive_ints(2),
+        action="append",
+        metavar="N[,N...]",
+        help="pairs per batch (2N rows); a comma list or repeated (default: 256)",
+    )
+    parser.add_argument(
+        "--dim", type=_positive_ints(1), metavar="D", help="embedding dimension (default: 64)"
+    )
+    parser.add_argument(
+        "--dtype",
+        type=_choices("dtype", DTYPES),
+        action="append",
+        metavar="DTYPE[,DTYPE...]",
+        help=f"{', '.join(DTYPES)} or all; each backend runs those it has (default: all)",
+    )
+    parser.add_argument(
+        "--preset",
+        type=_choices("preset", PRESETS),
+        action="append",
+        metavar="PRESET[,PRESET...]",
+        help=f"{', '.join(PRESETS)} or all (default: paper)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=_positive_ints(1),
+        metavar="T",
+        help="steps per run, the state carried (default: 3)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the inputs (default: 0)")
+    parser.add_argument(
+        "--input",
+        type=Path,
+        metavar="PATH",
+        help="your embeddings instead of generated ones: .npy of shape (2, N, d) (the two "
+        "views) or (2N, d) (z_i the first half, z_j the second); or .npz with arrays z_i and "
+        "z_j of shape (N, d), or (T, N, d) for T steps. One batch is reused for every step",
+    )
+    parser.add_argument(
+        "--backends",
+        type=_backend_names,
+        action="append",
+        metavar="ID[,ID...]",
+        help=f"only these: {', '.join(BACKEND_IDS)}, or a prefix such as torch "
+        "(default: every installed one; one named here that cannot run is an error)",
+    )
+    parser.add_argument(
+        "--path",
+        choices=PATHS,
+        default="adapter",
+        help="adapter: each framework's adapter where installed, else the core (default); "
+        "core: the core on every framework's arrays",
+    )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def _flat(values: Iterable[list[Any]] | None, default: list[Any]) -> list[Any]:
+    if values is None:
+        return default
+    return list(dict.fromkeys(item for group in values for item in group))
+
+
+# -- inputs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    """The inputs of one run: a name for the table and the batches of its steps (float64)."""
+
+    name: str
+    batches: tuple[Batch, ...]
+
+    @property
+    def n(self) -> int:
+        return self.batches[0][0].shape[0]
+
+    @property
+    def d(self) -> int:
+        return self.batches[0][0].shape[1]
+
+
+def generated_batches(n: int, d: int, steps: int, seed: int) -> tuple[Batch, ...]:
+    """``steps`` batches of two views: ``z_i`` standard normal, ``z_j = z_i + 0.5 * noise``."""
+    rng = np.random.default_rng([seed, n, d])
+    batches = []
+    for _ in range(steps):
+        z_i = rng.standard_normal((n, d))
+        batches.append((z_i, z_i + VIEW_NOISE * rng.standard_normal((n, d))))
+    return tuple(batches)
+
+
+def load_batches(path: Path, steps: int) -> tuple[Batch, ...]:
+    """The user's embeddings (see ``--input``) as float64 batches; ``UsageError`` if malformed."""
+    if not path.is_file():
+        raise UsageError(f"--input: no such file: {path}")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--input: cannot read {path} as .npy or .npz: {error}") from None
+    if isinstance(loaded, np.ndarray):
+        if loaded.ndim == 3 and loaded.shape[0] == 2:
+            z_i, z_j = loaded[0], loaded[1]
+        elif loaded.ndim == 2 and loaded.shape[0] % 2 == 0:
+            z_i, z_j = np.split(loaded, 2)
+        else:
+            raise UsageError(
+                f"--input: a .npy must have shape (2, N, d) or (2N, d); {path} has {loaded.shape}"
+            )
+        views = [(z_i, z_j)] * steps
+    else:
+        with loaded:
+            missing = {"z_i", "z_j"} - set(loaded.files)
+            if missing:
+                raise UsageError(
+                    f"--input: {path} lacks {', '.join(sorted(missing))} "
+                    f"(it has {', '.join(loaded.files) or 'nothing'})"
+                )
+            z_i, z_j = loaded["z_i"], loaded["z_j"]
+        if z_i.shape != z_j.shape or z_i.ndim not in (2, 3):
+            raise UsageError(
+                f"--input: z_i and z_j must have one shape, (N, d) or (T, N, d); got "
+                f"{z_i.shape} and {z_j.shape}"
+            )
+        views = list(zip(z_i, z_j, strict=True)) if z_i.ndim == 3 else [(z_i, z_j)] * steps
+    batches = []
+    for z_i, z_j in views:
+        if not np.issubdtype(z_i.dtype, np.number) or np.iscomplexobj(z_i):
+            raise UsageError(f"--input: embeddings must be real numbers; got {z_i.dtype}")
+        if z_i.shape[0] < 2 or z_i.shape[1] < 1:
+            raise UsageError(f"--input: need N >= 2 pairs and d >= 1; got (N, d) = {z_i.shape}")
+        batches.append((np.asarray(z_i, np.float64), np.asarray(z_j, np.float64)))
+    return tuple(batches)
+
+
+# -- comparison -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Difference:
+    """``abs``: max |x - x_ref|; ``rel``: that over max |x_ref|; ``error``: what is checked."""
+
+    abs: float
+    rel: float
+    error: float
+    tolerance: float
+
+    @property
+    def passed(self) -> bool:
+        return self.error <= self.tolerance
+
+
+def _stacked(results: Sequence[StepResult], quantity: str) -> np.ndarray:
+    if quantity == "loss":
+        return np.stack([r.loss for r in results])
+    if quantity == "grad":
+        return np.stack([np.concatenate([r.grad_i, r.grad_j]) for r in results])
+    if quantity == "beta_t":  # the value used in each step, then the value carried out of it
+        return np.stack([np.stack([r.stats["beta_t"], r.state]) for r in results])
+    return np.stack([r.stats[quantity] for r in results])
+
+
+def difference(
+    actual: np.ndarray, expected: np.ndarray, quantity: str, tol: Tolerance
+) -> Difference:
+    """How far ``actual`` is from ``expected``; ``inf`` if shapes or NaN patterns differ.
+
+    Entries that are NaN in both (statistics a preset does not compute) are left out.
+    """
+    if actual.shape != expected.shape:
+        return Difference(math.inf, math.inf, math.inf, tol.of(quantity))
+    both_nan = np.isnan(actual) & np.isnan(expected)
+    with np.errstate(invalid="ignore", over="ignore"):
+        gap = np.abs(actual - expected)
+    gap = np.where(both_nan, 0.0, np.where(np.isnan(gap), np.inf, gap))
+    largest_gap = float(np.max(gap)) if gap.size else 0.0
+    scale = float(np.max(np.abs(np.where(both_nan, 0.0, expected)))) if gap.size else 0.0
+    rel = largest_gap / scale if scale > 0 else (0.0 if largest_gap == 0 else math.inf)
+    if quantity == "lambda":  # a weight in [0, 1]: absolute
+        error = largest_gap
+    elif quantity == "d_aic":  # a difference of AICs, often near 0: relative to max(scale, 1)
+        error = largest_gap / max(scale, 1.0)
+    else:
+        error = rel
+    return Difference(largest_gap, rel, error, tol.of(quantity, scale))
+
+
+def compare(
+    results: Sequence[StepResult], reference: Sequence[StepResult], tol: Tolerance
+) -> dict[str, Difference]:
+    """Every quantity of ``QUANTITIES``, over all steps, against the reference."""
+    return {q: difference(_stacked(results, q), _stacked(reference, q), q, tol) for q in QUANTITIES}
+
+
+def reference_results(batches: Sequence[Batch], config: WEINCEConfig) -> list[StepResult]:
+    """The core on NumPy float64: the results every backend is compared with."""
+    state = wc.init_state(config, like=batches[0][0])
+    results = []
+    for z_i, z_j in batches:
+        loss, (g_i, g_j), state, stats = wc.nt_xent_value_and_grad(z_i, z_j, state, config)
+        results.append(
+            StepResult(
+                loss=np.asarray(loss, np.float64),
+                grad_i=g_i,
+                grad_j=g_j,
+                state=np.asarray(state, np.float64),
+                stats={k: np.asarray(v, np.float64) for k, v in stats.items()},
+                loss_dtype="float64",
+                grad_dtype="float64",
+            )
+        )
+    return results
+
+
+# -- rows -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One backend, dtype, preset and input case: its results and their differences."""
+
+    case: str
+    preset: str
+    n: int
+    d: int
+    steps: int
+    backend: str
+    device: str
+    dtype: str
+    path: str
+    loss: float = math.nan  # the last step's
+    grad_norm: float = math.nan  # the last step's ||[dL/dz_i; dL/dz_j]||
+    delta: float = math.nan  # the inputs' smallest 1 - cosine (it sets the tolerance)
+    tolerance: Tolerance | None = None
+    differences: dict[str, Difference] = field(default_factory=dict)
+    wrong_dtype: str | None = None  # a loss not in the compute dtype, a gradient not in dtype
+    error: str | None = None  # the exception a backend raised, if any
+
+    @property
+    def failed(self) -> list[str]:
+        """The quantities beyond tolerance (``["error"]`` if the backend raised)."""
+        if self.error is not None:
+            return ["error"]
+        failed = [q for q, diff in self.differences.items() if not diff.passed]
+        return [*failed, "dtype"] if self.wrong_dtype else failed
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed
+
+    def as_json(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k != "differences"}
+        out["differences"] = {
+            q: {"abs": diff.abs, "rel": diff.rel, "error": diff.error, "tolerance": diff.tolerance}
+            for q, diff in self.differences.items()
+        }
+        out["passed"] = self.passed
+        out["failed"] = self.failed
+        return _json_safe(out)
+
+
+def _json_safe(value: Any) -> Any:
+    """``inf`` and ``nan`` as ``None`` (JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _last_step(row: Row, results: Sequence[StepResult]) -> None:
+    last = results[-1]
+    row.loss = float(last.loss)
+    row.grad_norm = float(np.sqrt(np.sum(last.grad_i**2) + np.sum(last.grad_j**2)))
+
+
+@dataclass(frozen=True)
+class Job:
+    case: Case
+    preset: str
+    dtype: str
+    backend: Backend
+
+
+class ReferenceCache:
+    """NumPy float64 results per case, preset and (rounded) inputs, computed once each."""
+
+    def __init__(self) -> None:
+        self._results: dict[tuple[str, str, str], list[StepResult]] = {}
+
+    def get(self, batches: Sequence[Batch], preset: str) -> list[StepResult]:
+        digest = hashlib.sha1()
+        for z_i, z_j in batches:
+            digest.update(np.ascontiguousarray(z_i).tobytes())
+            digest.update(np.ascontiguousarray(z_j).tobytes())
+        key = (preset, str([b[0].shape for b in batches]), digest.hexdigest())
+        if key not in self._results:
+            self._results[key] = reference_results(batches, WEINCEConfig.preset(preset))
+        return self._results[key]
+
+
+def run_job(job: Job, references: ReferenceCache, path: str) -> Row:
+    """Run one backend on one case and compare it with the reference of the same inputs."""
+    backend, case = job.backend, job.case
+    row = Row(
+        case.name,
+        job.preset,
+        case.n,
+        case.d,
+        len(case.batches),
+        backend.id,
+        backend.device or "",
+        job.dtype,
+        path,
+    )
+    try:
+        # The inputs as the backend holds them: the reference computes on the same numbers.
+        rounded = tuple(
+            tuple(backend.to_numpy(backend.asarray(z, job.dtype)) for z in batch)
+            for batch in case.batches
+        )
+        reference = references.get(rounded, job.preset)
+        row.delta = smallest_shortfall(rounded)
+        row.tolerance = tolerance(job.dtype, row.delta)
+        row.path, results = backend.run_steps(
+            rounded, WEINCEConfig.preset(job.preset), job.dtype, path=path
+        )
+    except Exception as error:  # a broken backend is a failed row, not a crashed command
+        row.error = f"{type(error).__name__}: {error}"
+        return row
+    _last_step(row, results)
+    row.differences = compare(results, reference, row.tolerance)
+    row.wrong_dtype = _wrong_dtype(results, job.dtype)
+    return row
+
+
+def _wrong_dtype(results: Sequence[StepResult], dtype: str) -> str | None:
+    """What came back in the wrong dtype (SPEC.md section 7), or ``None``."""
+    compute = "float64" if dtype == "float64" else "float32"
+    for r in results:
+        if r.loss_dtype != compute:
+            return f"loss in {r.loss_dtype}, not {compute}"
+        if r.grad_dtype != dtype:
+            return f"gradient in {r.grad_dtype}, not {dtype}"
+    return None
+
+
+def reference_row(case: Case, preset: str, references: ReferenceCache) -> Row:
+    row = Row(
+        case.name, preset, case.n, case.d, len(case.batches), "numpy", "cpu", "float64", "reference"
+    )
+    _last_step(row, references.get(case.batches, preset))
+    return row
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def _number(x: float) -> str:
+    if x == 0:
+        return "0"
+    return f"{x:.1e}" if math.isfinite(x) else str(x)
+
+
+def _tolerance_text(tol: Tolerance | None) -> str:
+    if tol is None:
+        return "-"
+    if tol.grad == tol.value:
+        return f"{tol.value:.0e}"
+    return f"{tol.value:.0e}/{tol.grad:.0e}"
+
+
+def format_table(rows: Sequence[Row], references: Sequence[Row]) -> str:
+    """The rows under one heading per case and preset; a summary of the failures last."""
+    header = ["backend", "device", "dtype", "path", "loss", "|grad|"]
+    for q in TABLE_QUANTITIES:
+        header += [f"{q} abs", f"{q} rel"]
+    header += ["tol", "result"]
+    lines: list[str] = []
+    for ref in references:
+        group = [r for r in rows if (r.case, r.preset) == (ref.case, ref.preset)]
+        table = [header, _cells(ref, reference=True)] + [_cells(r) for r in group]
+        widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+        lines.append("")
+        lines.append(
+            f"{ref.preset} preset, {ref.case}: N = {ref.n} pairs, d = {ref.d}, {ref.steps} "
+            f"step{'s' if ref.steps > 1 else ''}"
+        )
+        for cells in table:
+            lines.append(
+                "  ".join(
+                    c.ljust(w) if i < 4 or i == len(cells) - 1 else c.rjust(w)
+                    for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+                ).rstrip()
+            )
+    failed = [r for r in rows if not r.passed]
+    lines.append("")
+    if failed:
+        lines.append(f"FAILED: {len(failed)} of {len(rows)} rows disagree with NumPy float64:")
+        for r in failed:
+            what = r.error or ", ".join(
+                r.wrong_dtype
+                if q == "dtype"
+                else f"{q} {r.differences[q].error:.1e} > {r.differences[q].tolerance:.1e}"
+                for q in r.failed
+            )
+            lines.append(
+                f"  {r.backend} ({r.device}, {r.dtype}, {r.path}) on {r.preset}, {r.case}: {what}"
+            )
+    else:
+        lines.append(f"PASSED: all {len(rows)} rows agree with NumPy float64 within tolerance.")
+    return "\n".join(lines)
+
+
+def _cells(row: Row, reference: bool = False) -> list[str]:
+    cells = [row.backend, row.device, row.dtype, row.path]
+    cells += [f"{row.loss:.8f}", f"{row.grad_norm:.4e}"]
+    if reference:
+        return cells + ["-"] * (2 * len(TABLE_QUANTITIES)) + ["-", "reference"]
+    if row.error is not None:
+        message = row.error if len(row.error) <= 60 else row.error[:57] + "..."
+        return cells[:4] + ["-"] * (2 + 2 * len(TABLE_QUANTITIES)) + ["-", f"FAIL {message}"]
+    for q in TABLE_QUANTITIES:
+        diff = row.differences[q]
+        cells += [_number(diff.abs), _number(diff.rel)]
+    result = "PASS" if row.passed else f"FAIL ({', '.join(row.failed)})"
+    return [*cells, _tolerance_text(row.tolerance), result]
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+def _progress(jobs: Sequence[Job], enabled: bool) -> Iterable[Job]:
+    """``jobs``, with a progress bar on stderr (tqdm when installed, else a line per job)."""
+    if not enabled:
+        yield from jobs
+        return
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        for i, job in enumerate(jobs, 1):
+            print(f"[{i}/{len(jobs)}] {_describe(job)}", file=sys.stderr, flush=True)
+            yield job
+        return
+    with tqdm(jobs, desc="crosscheck", unit="run", file=sys.stderr, leave=False) as bar:
+        for job in bar:
+            bar.set_postfix_str(_describe(job))
+            yield job
+
+
+def _describe(job: Job) -> str:
+    return f"{job.backend.id} {job.dtype} {job.preset} {job.case.name}"
+
+
+def _select_backends(names: list[str] | None) -> tuple[list[Backend], list[Backend]]:
+    """(runnable, skipped); a backend named explicitly that cannot run is a ``UsageError``."""
+    ids = None if names is None else [i for name in names for i in _matching_ids(name)]
+    backends = all_backends(ids)
+    if names is not None:
+        absent = [b for b in backends if b.skip_reason]
+        if absent:
+            reasons = "; ".join(f"{b.id}: {b.skip_reason}" for b in absent)
+            raise UsageError(f"--backends: cannot run here: {reasons}")
+    return [b for b in backends if not b.skip_reason], [b for b in backends if b.skip_reason]
+
+
+def _cases(args: argparse.Namespace) -> list[Case]:
+    steps = args.steps[0] if args.steps else 3
+    if args.input is not None:
+        if args.sizes is not None or args.dim is not None:
+            raise UsageError("--input: --sizes and --dim come from the file; leave them out")
+        batches = load_batches(args.input, steps)
+        return [Case(args.input.name, batches)]
+    d = args.dim[0] if args.dim else 64
+    sizes = _flat(args.sizes, [256])
+    return [Case(f"seed {args.seed}", generated_batches(n, d, steps, args.seed)) for n in sizes]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the comparison; print the table; 0 if all agree, 1 if any does not, 2 on bad input."""
+    try:
+        cases = _cases(args)
+        backends, skipped = _select_backends(_flat(args.backends, None) if args.backends else None)
+    except UsageError as error:
+        print(f"weince crosscheck: error: {error}", file=sys.stderr)
+        return 2
+    if args.json is not None and not args.json.parent.is_dir():
+        print(f"weince crosscheck: error: --json: no folder {args.json.parent}", file=sys.stderr)
+        return 2
+    dtypes = _flat(args.dtype, list(DTYPES))
+    presets = _flat(args.preset, ["paper"])
+    if any(b.module == "jax" for b in backends):
+        enable_jax_float64()  # before any JAX array exists; float32 inputs stay float32
+    jobs = [
+        Job(case, preset, dtype, backend)
+        for case in cases
+        for preset in presets
+        for dtype in dtypes
+        for backend in backends
+        # NumPy float64 is the reference itself.
+        if backend.supports(dtype) and not (backend.id == "numpy" and dtype == "float64")
+    ]
+    if not jobs:
+        print(
+            f"weince crosscheck: error: --dtype: no selected backend has {', '.join(dtypes)}",
+            file=sys.stderr,
+        )
+        return 2
+    references = ReferenceCache()
+    rows = [run_job(job, references, args.path) for job in _progress(jobs, not args.no_progress)]
+    reference_rows = [
+        reference_row(case, preset, references) for case in cases for preset in presets
+    ]
+    print(format_table(rows, reference_rows))
+    for b in skipped:
+        print(f"skipped {b.id}: {b.skip_reason}")
+    if args.json is not None:
+        report = {
+            "passed": all(r.passed for r in rows),
+            "settings": {
+                "cases": [c.name for c in cases],
+                "sizes": [c.n for c in cases],
+                "dim": cases[0].d,
+                "steps": len(cases[0].batches),
+                "seed": args.seed,
+                "input": str(args.input) if args.input else None,
+                "presets": presets,
+                "dtypes": dtypes,
+                "path": args.path,
+            },
+            "tolerances": {dtype: asdict(tol) for dtype, tol in TOLERANCES.items()},
+            "reference": [r.as_json() for r in reference_rows],
+            "rows": [r.as_json() for r in rows],
+            "skipped": [{"backend": b.id, "reason": b.skip_reason} for b in skipped],
+        }
+        args.json.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    return 0 if all(r.passed for r in rows) else 1
