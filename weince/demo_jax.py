@@ -1,0 +1,182 @@
+"""The demo's encoder and training loop in JAX (optax AdamW), with ``weince_jax.weince_loss``.
+
+The same network, initial weights, batches, optimiser and schedule as ``demo_torch``: only the
+framework differs. One training step is one ``jax.jit``-compiled function.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import weince_jax
+from weince_core import WEINCEConfig
+
+from .demo_data import Split
+from .demo_protocol import (
+    CURVE_KEYS,
+    Protocol,
+    TrainResult,
+    UsageError,
+    data_rng,
+    init_params,
+    learning_rates,
+    steps_per_epoch,
+    view_pairs,
+)
+
+Params = dict[str, jax.Array]
+FEATURE_CHUNK = 1024  # images per forward pass when extracting features (the last is padded)
+
+
+def _conv(x: jax.Array, params: Params, name: str, stride: int) -> jax.Array:
+    y = jax.lax.conv_general_dilated(
+        x,
+        params[f"{name}.weight"],
+        window_strides=(stride, stride),
+        padding=((1, 1), (1, 1)),
+        dimension_numbers=("NCHW", "OIHW", "NCHW"),
+    )
+    return y + params[f"{name}.bias"][None, :, None, None]
+
+
+def _linear(h: jax.Array, params: Params, name: str) -> jax.Array:
+    return h @ params[f"{name}.weight"].T + params[f"{name}.bias"]
+
+
+def features(params: Params, x: jax.Array) -> jax.Array:
+    """The encoder's features (before the head): three convolutions, ReLU, average pool."""
+    h = jax.nn.relu(_conv(x, params, "conv1", 1))
+    h = jax.nn.relu(_conv(h, params, "conv2", 2))
+    h = jax.nn.relu(_conv(h, params, "conv3", 1))
+    return jnp.mean(h, axis=(2, 3))
+
+
+def projection(params: Params, x: jax.Array) -> jax.Array:
+    """The projection head on the features: what the loss sees."""
+    return _linear(jax.nn.relu(_linear(features(params, x), params, "head1")), params, "head2")
+
+
+_features_jit = jax.jit(features)
+
+
+def resolve_device(name: str) -> jax.Device:
+    """``--device`` as a JAX device (``cuda`` and ``cuda:1`` name JAX's GPUs)."""
+    platform, _, index = name.partition(":")
+    platform = "gpu" if platform == "cuda" else platform
+    try:
+        devices = jax.devices(platform)
+    except RuntimeError as error:
+        raise UsageError(f"--device {name}: JAX has no {platform} device ({error})") from error
+    position = int(index) if index.isdigit() else 0
+    if position >= len(devices):
+        raise UsageError(f"--device {name}: JAX sees {len(devices)} {platform} device(s)")
+    return devices[position]
+
+
+def _device_params(channels: int, protocol: Protocol, seed: int, device: jax.Device) -> Params:
+    return {
+        name: jax.device_put(value, device)
+        for name, value in init_params(channels, protocol, seed).items()
+    }
+
+
+def extract_features(params: Params, x: np.ndarray, device: jax.Device) -> np.ndarray:
+    """The features of un-augmented images, as float32 NumPy (fixed-size chunks: one compile)."""
+    chunk = min(FEATURE_CHUNK, len(x))
+    out = []
+    for start in range(0, len(x), chunk):
+        part = x[start : start + chunk]
+        padded = np.concatenate([part, np.zeros((chunk - len(part), *x.shape[1:]), x.dtype)])
+        out.append(np.asarray(_features_jit(params, jax.device_put(padded, device)))[: len(part)])
+    return np.concatenate(out).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _training_step(
+    config: WEINCEConfig, protocol: Protocol, total_steps: int
+) -> tuple[optax.GradientTransformation, Any]:
+    """AdamW with the protocol's schedule, and the jitted step; cached, so seeds share a compile."""
+    lrs = learning_rates(protocol, total_steps)  # a constant of the compiled step
+    optimizer = optax.adamw(
+        lambda count: jnp.asarray(lrs)[jnp.minimum(count, total_steps - 1)],
+        b1=0.9,
+        b2=0.999,
+        eps=1e-8,
+        weight_decay=protocol.weight_decay,
+    )  # the defaults of torch.optim.AdamW
+
+    def loss_fn(params: Params, views: jax.Array, loss_state: jax.Array) -> Any:
+        z_i, z_j = jnp.split(projection(params, views), 2)
+        return weince_jax.weince_loss(z_i, z_j, loss_state, config=config)
+
+    @jax.jit
+    def train_step(params: Params, opt_state: Any, loss_state: jax.Array, views: jax.Array) -> Any:
+        (loss, (loss_state, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            params, views, loss_state
+        )
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        record = {"loss": loss, **{key: stats[key] for key in CURVE_KEYS[1:]}}
+        return optax.apply_updates(params, updates), opt_state, loss_state, record
+
+    return optimizer, train_step
+
+
+def initial_features(split: Split, protocol: Protocol, seed: int, device_name: str) -> TrainResult:
+    """The untrained encoder's features: the reference a trained encoder must beat."""
+    device = resolve_device(device_name)
+    params = _device_params(split.x_train.shape[1], protocol, seed, device)
+    return TrainResult(
+        extract_features(params, split.x_train, device),
+        extract_features(params, split.x_test, device),
+        curves={},
+        seconds=0.0,
+    )
+
+
+def train_run(
+    split: Split,
+    config: WEINCEConfig,
+    seed: int,
+    protocol: Protocol,
+    device_name: str,
+    progress: Any = None,
+) -> TrainResult:
+    """Train the encoder with ``weince_jax.weince_loss`` and return its features and curves.
+
+    ``progress``: a tqdm bar (or ``None``), advanced once per step.
+    """
+    device = resolve_device(device_name)
+    start = time.perf_counter()
+    params = _device_params(split.x_train.shape[1], protocol, seed, device)
+    total_steps = protocol.epochs * steps_per_epoch(len(split.x_train), protocol.batch_size)
+    optimizer, train_step = _training_step(config, protocol, total_steps)
+    opt_state = optimizer.init(params)
+    loss_state = weince_jax.init_state(config, device=device)
+
+    rng = data_rng(seed)
+    recorded: list[dict[str, jax.Array]] = []
+    for _ in range(protocol.epochs):
+        for view_1, view_2 in view_pairs(split.x_train, protocol, rng):
+            views = jax.device_put(np.concatenate([view_1, view_2]), device)
+            params, opt_state, loss_state, record = train_step(params, opt_state, loss_state, views)
+            recorded.append(record)  # read back once at the end: steps do not wait on the host
+            if progress is not None:
+                progress.update(1)
+        if progress is not None and recorded:
+            progress.set_postfix(loss=f"{float(recorded[-1]['loss']):.3f}")
+    host = jax.device_get(recorded)
+    curves = {key: np.array([r[key] for r in host], dtype=np.float32) for key in CURVE_KEYS}
+    curves["lr"] = learning_rates(protocol, total_steps)
+    return TrainResult(
+        extract_features(params, split.x_train, device),
+        extract_features(params, split.x_test, device),
+        curves,
+        seconds=time.perf_counter() - start,
+    )

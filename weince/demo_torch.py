@@ -1,0 +1,149 @@
+"""The demo's encoder and training loop in PyTorch, with ``weince_torch.WEINCELoss``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from weince_core import WEINCEConfig
+from weince_torch import WEINCELoss
+
+from .demo_data import Split
+from .demo_protocol import (
+    CURVE_KEYS,
+    Protocol,
+    TrainResult,
+    UsageError,
+    data_rng,
+    init_params,
+    learning_rates,
+    steps_per_epoch,
+    view_pairs,
+)
+
+FEATURE_CHUNK = 1024  # images per forward pass when extracting features
+
+
+class Encoder(nn.Module):
+    """The protocol's CNN (``features``) and projection head (``forward`` = head(features))."""
+
+    def __init__(self, channels: int, protocol: Protocol) -> None:
+        super().__init__()
+        w = protocol.width
+        self.conv1 = nn.Conv2d(channels, w, 3, padding=1)
+        self.conv2 = nn.Conv2d(w, 2 * w, 3, stride=2, padding=1)
+        self.conv3 = nn.Conv2d(2 * w, 4 * w, 3, padding=1)
+        self.head1 = nn.Linear(4 * w, 4 * w)
+        self.head2 = nn.Linear(4 * w, protocol.projection_dim)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv1(x))
+        h = torch.relu(self.conv2(h))
+        h = torch.relu(self.conv3(h))
+        return h.mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head2(torch.relu(self.head1(self.features(x))))
+
+
+def resolve_device(name: str) -> torch.device:
+    """``--device`` as a torch device; a clear error where it is absent."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise UsageError(f"--device {name!r} is not a torch device ({error})") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: this torch ({torch.__version__}) sees no CUDA device")
+    return device
+
+
+def build_encoder(channels: int, protocol: Protocol, seed: int, device: torch.device) -> Encoder:
+    """The encoder with the seed's initial weights (``init_params``, shared with JAX)."""
+    model = Encoder(channels, protocol)
+    params = init_params(channels, protocol, seed)
+    model.load_state_dict({name: torch.from_numpy(value) for name, value in params.items()})
+    return model.to(device)
+
+
+@torch.no_grad()
+def extract_features(model: Encoder, x: np.ndarray, device: torch.device) -> np.ndarray:
+    """The encoder's features (before the head) of un-augmented images, as float32 NumPy."""
+    model.eval()
+    chunks = [
+        model.features(torch.from_numpy(x[start : start + FEATURE_CHUNK]).to(device)).cpu()
+        for start in range(0, len(x), FEATURE_CHUNK)
+    ]
+    return torch.cat(chunks).numpy()
+
+
+def initial_features(split: Split, protocol: Protocol, seed: int, device_name: str) -> TrainResult:
+    """The untrained encoder's features: the reference a trained encoder must beat."""
+    device = resolve_device(device_name)
+    model = build_encoder(split.x_train.shape[1], protocol, seed, device)
+    return TrainResult(
+        extract_features(model, split.x_train, device),
+        extract_features(model, split.x_test, device),
+        curves={},
+        seconds=0.0,
+    )
+
+
+def train_run(
+    split: Split,
+    config: WEINCEConfig,
+    seed: int,
+    protocol: Protocol,
+    device_name: str,
+    progress: Any = None,
+) -> TrainResult:
+    """Train the encoder with ``WEINCELoss(config)`` and return its frozen features and curves.
+
+    ``progress``: a tqdm bar (or ``None``), advanced once per step.
+    """
+    device = resolve_device(device_name)
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    model = build_encoder(split.x_train.shape[1], protocol, seed, device)
+    criterion = WEINCELoss(config=config).to(device)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=protocol.lr, weight_decay=protocol.weight_decay
+    )
+    total_steps = protocol.epochs * steps_per_epoch(len(split.x_train), protocol.batch_size)
+    lrs = learning_rates(protocol, total_steps)
+    rng = data_rng(seed)
+    recorded: dict[str, list[torch.Tensor]] = {key: [] for key in CURVE_KEYS}
+    model.train()
+    criterion.train()
+    step = 0
+    for _ in range(protocol.epochs):
+        for view_1, view_2 in view_pairs(split.x_train, protocol, rng):
+            for group in optimizer.param_groups:
+                group["lr"] = float(lrs[step])
+            # One forward pass for both views: the same as two, since nothing mixes the rows.
+            z = model(torch.from_numpy(np.concatenate([view_1, view_2])).to(device))
+            z_i, z_j = z.chunk(2)
+            loss = criterion(z_i, z_j)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            # Kept on the device; read back once at the end, so steps do not wait on the host.
+            recorded["loss"].append(loss.detach())
+            for key in CURVE_KEYS[1:]:
+                recorded[key].append(criterion.last_stats[key].detach())
+            step += 1
+            if progress is not None:
+                progress.update(1)
+        if progress is not None and recorded["loss"]:
+            progress.set_postfix(loss=f"{float(recorded['loss'][-1]):.3f}")
+    curves = {key: torch.stack(values).float().cpu().numpy() for key, values in recorded.items()}
+    curves["lr"] = lrs
+    return TrainResult(
+        extract_features(model, split.x_train, device),
+        extract_features(model, split.x_test, device),
+        curves,
+        seconds=time.perf_counter() - start,
+    )
