@@ -1,0 +1,521 @@
+"""Time the WEINCE loss (forward + backward) per installed backend, device, dtype, preset and size.
+
+For every installed framework (PyTorch with ``weince_torch``, JAX with ``weince_jax``, CuPy with
+``weince_cupy``) and each of its devices, one forward + backward step is timed for the ``paper``,
+``blend`` and ``infonce`` presets and for the *floor*: a minimal hand-written InfoNCE in the same
+framework (normalize, ``U U^T / 0.5``, diagonal masked, cross-entropy against the positive
+``(a + N) mod 2N``; autograd in PyTorch, ``jax.value_and_grad`` under ``jax.jit`` in JAX, a
+hand-written gradient in CuPy). Every ratio is time / floor time of the same framework, device,
+dtype and size, measured in the same process.
+
+Method: inputs are two correlated views of ``N = 2N / 2`` rows of dimension ``d``; each step is
+warmed up (JAX compilation included), then the methods take turns, one timed step each per
+round, so drift in the machine's speed hits them alike. Synchronization: CUDA events around the
+step for PyTorch on CUDA and for CuPy; wall clock around ``jax.block_until_ready`` for JAX;
+wall clock for PyTorch on CPU. Reported: median, min, max and interquartile range over the
+rounds. Matrix products run in full float32 (TF32 off). Peak memory: on CUDA with PyTorch,
+``torch.cuda.max_memory_allocated`` over one step (inputs included); on CPU, the growth of the
+process's peak resident memory (``ru_maxrss``) during the method's first steps -- process-wide,
+so a method that peaks below an earlier one shows 0; elsewhere not measured.
+
+Defaults: 2N in {512, 2048, 8192} on GPU and {512, 2048} on CPU, d = 128, float32 everywhere
+plus bfloat16 on GPU (CuPy: float32 only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+BACKENDS = ("torch", "jax", "cupy")
+ADAPTERS = {"torch": "weince_torch", "jax": "weince_jax", "cupy": "weince_cupy"}
+DEVICES = ("cpu", "cuda")
+DTYPES = ("float32", "bfloat16", "float16")
+PRESETS = ("infonce", "blend", "paper")
+FLOOR = "floor"
+METHODS = (FLOOR, *PRESETS)
+SIZES = {"cpu": [512, 2048], "cuda": [512, 2048, 8192]}
+TEMPERATURE = 0.5
+
+Step = Callable[[], Any]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        help="2N values (default: 512 2048 on CPU, 512 2048 8192 on GPU)",
+    )
+    parser.add_argument("--dim", type=int, default=128, help="embedding dimension d (default 128)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed rounds (default 20)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    parser.add_argument(
+        "--backends", nargs="+", choices=BACKENDS, help="only these frameworks (default: installed)"
+    )
+    parser.add_argument(
+        "--devices", nargs="+", choices=DEVICES, help="only these devices (default: available)"
+    )
+    parser.add_argument(
+        "--dtypes", nargs="+", choices=DTYPES, help="default: float32, plus bfloat16 on GPU"
+    )
+    parser.add_argument(
+        "--presets", nargs="+", choices=PRESETS, default=list(PRESETS), help="WEINCE presets"
+    )
+    parser.add_argument(
+        "--threads", type=int, help="PyTorch CPU threads (default: PyTorch's own choice)"
+    )
+    parser.add_argument("--json", metavar="PATH", help="write the rows (and metadata) as JSON")
+    parser.add_argument("--plot", metavar="PATH", help="log-log plot of time vs 2N (PNG, ...)")
+    parser.add_argument(
+        "--compare", metavar="FILE", help="show the change against an earlier --json file"
+    )
+
+
+# ---- statistics and timing ---------------------------------------------------------------------
+
+
+def summarize(times_ms: list[float]) -> dict[str, float]:
+    """Median, min, max and quartiles of one method's timed rounds."""
+    ordered = sorted(times_ms)
+    if len(ordered) >= 2:
+        q1, _, q3 = statistics.quantiles(ordered, n=4, method="inclusive")
+    else:
+        q1 = q3 = ordered[0]
+    return {
+        "median_ms": statistics.median(ordered),
+        "min_ms": ordered[0],
+        "max_ms": ordered[-1],
+        "q1_ms": q1,
+        "q3_ms": q3,
+    }
+
+
+def peak_rss_mib() -> float:
+    """The whole process's peak resident memory so far (``ru_maxrss``: KiB on Linux)."""
+    scale = 2**20 if sys.platform == "darwin" else 2**10  # macOS reports bytes
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+@dataclass
+class Target:
+    """One framework on one device: how to build its steps and time one of them."""
+
+    backend: str
+    device: str
+    device_name: str
+    dtypes: list[str]
+    make_steps: Callable[[int, int, str, list[str]], dict[str, Step]]
+    time_ms: Callable[[Step], float]
+    gpu_peak_mib: Callable[[Step], float] | None = None
+
+
+def wall_ms(step: Step, finish: Callable[[Any], Any] = lambda out: out) -> float:
+    begin = time.perf_counter()
+    finish(step())
+    return (time.perf_counter() - begin) * 1e3
+
+
+# ---- PyTorch -----------------------------------------------------------------------------------
+
+
+def torch_targets(devices: list[str], threads: int | None = None) -> Iterator[Target]:
+    import torch
+    import torch.nn.functional as F
+
+    from weince_torch import WEINCEConfig, WEINCELoss
+
+    def make_steps(size: int, dim: int, dtype: str, presets: list[str], device: str) -> dict:
+        generator = torch.Generator(device="cpu").manual_seed(0)
+        n = size // 2
+        z_i = torch.randn(n, dim, generator=generator)
+        z_j = z_i + 0.5 * torch.randn(n, dim, generator=generator)
+        z_i = z_i.to(device=device, dtype=getattr(torch, dtype)).requires_grad_(True)
+        z_j = z_j.to(device=device, dtype=getattr(torch, dtype)).requires_grad_(True)
+        target = (torch.arange(size, device=device) + n) % size
+        self_mask = torch.eye(size, dtype=torch.bool, device=device)
+
+        def floor() -> None:
+            z_i.grad = z_j.grad = None
+            z = F.normalize(torch.cat([z_i, z_j]), dim=1)
+            logits = (z @ z.T / TEMPERATURE).masked_fill(self_mask, float("-inf"))
+            F.cross_entropy(logits, target).backward()
+
+        steps: dict[str, Step] = {FLOOR: floor}
+        for preset in presets:
+            criterion = WEINCELoss(WEINCEConfig.preset(preset)).to(device)
+
+            def step(criterion: Any = criterion) -> None:
+                z_i.grad = z_j.grad = None
+                criterion(z_i, z_j).backward()
+
+            steps[preset] = step
+        return steps
+
+    def cuda_ms(step: Step) -> float:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        step()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+
+    def cuda_peak_mib(step: Step) -> float:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() / 2**20
+
+    if "cpu" in devices:
+        if threads:
+            torch.set_num_threads(threads)
+        yield Target(
+            "torch",
+            "cpu",
+            f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+            ["float32"],
+            lambda *a: make_steps(*a, device="cpu"),
+            wall_ms,
+        )
+    if "cuda" in devices and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        yield Target(
+            "torch",
+            "cuda",
+            torch.cuda.get_device_name(),
+            ["float32", "bfloat16"],
+            lambda *a: make_steps(*a, device="cuda"),
+            cuda_ms,
+            cuda_peak_mib,
+        )
+
+
+# ---- JAX ---------------------------------------------------------------------------------------
+
+
+def jax_targets(devices: list[str], threads: int | None = None) -> Iterator[Target]:
+    import jax
+    import jax.numpy as jnp
+
+    import weince_jax
+    from weince_jax import WEINCEConfig
+
+    def minimal_infonce(z_i: Any, z_j: Any) -> Any:
+        size = 2 * z_i.shape[0]
+        z = jnp.concatenate([z_i, z_j]).astype(jnp.promote_types(z_i.dtype, jnp.float32))
+        u = z / jnp.linalg.norm(z, axis=1, keepdims=True)
+        logits = jnp.where(jnp.eye(size, dtype=bool), -jnp.inf, u @ u.T / TEMPERATURE)
+        target = (jnp.arange(size) + size // 2) % size
+        log_prob = jax.nn.log_softmax(logits, axis=1)
+        return -jnp.mean(jnp.take_along_axis(log_prob, target[:, None], axis=1))
+
+    grad_floor = jax.value_and_grad(minimal_infonce, argnums=(0, 1))
+    grad_weince = jax.value_and_grad(weince_jax.weince_loss, argnums=(0, 1), has_aux=True)
+
+    def make_steps(size: int, dim: int, dtype: str, presets: list[str], device: Any) -> dict:
+        with jax.default_device(device), jax.default_matmul_precision("highest"):
+            key_i, key_j = jax.random.split(jax.random.key(0))
+            z_i = jax.random.normal(key_i, (size // 2, dim), dtype=jnp.float32)
+            z_j = z_i + 0.5 * jax.random.normal(key_j, (size // 2, dim), dtype=jnp.float32)
+            z_i = jax.device_put(z_i.astype(getattr(jnp, dtype)), device)
+            z_j = jax.device_put(z_j.astype(getattr(jnp, dtype)), device)
+            floor = jax.jit(grad_floor)
+            steps: dict[str, Step] = {FLOOR: lambda: floor(z_i, z_j)}
+            for preset in presets:
+                config = WEINCEConfig.preset(preset)
+                state = jax.device_put(weince_jax.init_state(config), device)
+
+                @jax.jit
+                def step(z_i: Any, z_j: Any, state: Any, config: Any = config) -> Any:
+                    (loss, (new_state, _)), grads = grad_weince(z_i, z_j, state, config)
+                    return loss, grads, new_state
+
+                steps[preset] = lambda step=step, state=state: step(z_i, z_j, state)
+        return steps
+
+    def block_ms(step: Step) -> float:
+        with jax.default_matmul_precision("highest"):
+            return wall_ms(step, jax.block_until_ready)
+
+    platforms = {"cpu": "cpu", "cuda": "gpu"}
+    for device_kind in devices:
+        try:
+            device = jax.devices(platforms[device_kind])[0]
+        except RuntimeError:  # no such platform
+            continue
+        yield Target(
+            "jax",
+            device_kind,
+            f"{device.platform} ({device.device_kind})",
+            ["float32"] if device_kind == "cpu" else ["float32", "bfloat16"],
+            lambda *a, device=device: make_steps(*a, device=device),
+            block_ms,
+        )
+
+
+# ---- CuPy --------------------------------------------------------------------------------------
+
+
+def minimal_infonce_value_and_grad(xp: Any, z_i: Any, z_j: Any) -> tuple[Any, Any, Any]:
+    """The floor for a framework without autograd (CuPy; any NumPy-like ``xp``): the minimal
+    InfoNCE loss and its gradient with respect to ``z_i`` and ``z_j``, written by hand."""
+    n = z_i.shape[0]
+    size = 2 * n
+    z = xp.concatenate([z_i, z_j])
+    norm = xp.sqrt((z * z).sum(axis=1, keepdims=True))
+    u = z / norm
+    logits = (u @ u.T) / TEMPERATURE
+    rows = xp.arange(size)
+    target = (rows + n) % size
+    logits[rows, rows] = -xp.inf
+    top = logits.max(axis=1, keepdims=True)
+    exp = xp.exp(logits - top)
+    total = exp.sum(axis=1, keepdims=True)
+    loss = (top[:, 0] + xp.log(total[:, 0]) - logits[rows, target]).mean()
+    g = exp / total  # softmax; d loss / d logits = (softmax - onehot) / 2N
+    g[rows, target] -= 1
+    g /= size
+    du = (g + g.T) @ u / TEMPERATURE
+    dz = (du - u * (du * u).sum(axis=1, keepdims=True)) / norm
+    return loss, dz[:n], dz[n:]
+
+
+def cupy_targets(devices: list[str], threads: int | None = None) -> Iterator[Target]:
+    if "cuda" not in devices:
+        return
+    import cupy
+
+    import weince_core as wc
+    import weince_cupy
+
+    try:
+        if cupy.cuda.runtime.getDeviceCount() == 0:
+            return
+    except cupy.cuda.runtime.CUDARuntimeError:
+        return
+
+    def make_steps(size: int, dim: int, dtype: str, presets: list[str]) -> dict:
+        rng = cupy.random.default_rng(0)
+        z_i = rng.standard_normal((size // 2, dim), dtype=cupy.float32)
+        z_j = z_i + 0.5 * rng.standard_normal((size // 2, dim), dtype=cupy.float32)
+        z_i, z_j = z_i.astype(dtype), z_j.astype(dtype)
+        steps: dict[str, Step] = {FLOOR: lambda: minimal_infonce_value_and_grad(cupy, z_i, z_j)}
+        for preset in presets:
+            config = wc.WEINCEConfig.preset(preset)
+            state = weince_cupy.init_state(config)
+            steps[preset] = lambda c=config, s=state: weince_cupy.value_and_grad(z_i, z_j, s, c)
+        return steps
+
+    def cuda_ms(step: Step) -> float:
+        start, end = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record()
+        step()
+        end.record()
+        end.synchronize()
+        return cupy.cuda.get_elapsed_time(start, end)
+
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    yield Target("cupy", "cuda", name, ["float32"], make_steps, cuda_ms)
+
+
+TARGETS = {"torch": torch_targets, "jax": jax_targets, "cupy": cupy_targets}
+
+
+def installed(backend: str) -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in (backend, ADAPTERS[backend]))
+
+
+# ---- the run -----------------------------------------------------------------------------------
+
+
+def bench_target(target: Target, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every row of one framework on one device: per dtype and size, the floor and presets."""
+    dtypes = target.dtypes if args.dtypes is None else args.dtypes
+    if target.backend == "cupy":
+        skipped = [d for d in dtypes if d != "float32"]
+        if skipped:
+            print(f"  (cupy: {', '.join(skipped)} not supported by the benchmark, skipped)")
+        dtypes = [d for d in dtypes if d == "float32"]
+    sizes = args.sizes or SIZES[target.device]
+    rows = []
+    for dtype in dtypes:
+        for size in sizes:
+            steps = target.make_steps(size, args.dim, dtype, list(args.presets))
+            peaks: dict[str, float | None] = {}
+            for name, step in steps.items():
+                before = peak_rss_mib()
+                for _ in range(max(1, args.warmup)):
+                    target.time_ms(step)
+                peaks[name] = peak_rss_mib() - before if target.device == "cpu" else None
+            if target.gpu_peak_mib is not None:
+                peaks = {name: target.gpu_peak_mib(step) for name, step in steps.items()}
+            times: dict[str, list[float]] = {name: [] for name in steps}
+            for _ in range(args.repeats):
+                for name, step in steps.items():
+                    times[name].append(target.time_ms(step))
+            stats = {name: summarize(values) for name, values in times.items()}
+            floor = stats[FLOOR]["median_ms"]
+            for name in steps:
+                row = {
+                    "backend": target.backend,
+                    "device": target.device,
+                    "device_name": target.device_name,
+                    "dtype": dtype,
+                    "preset": name,
+                    "size": size,
+                    "dim": args.dim,
+                    "repeats": args.repeats,
+                    **stats[name],
+                    "ratio": stats[name]["median_ms"] / floor,
+                    "peak_mib": peaks[name],
+                    "peak_kind": peak_kind(target),
+                }
+                rows.append(row)
+                print(format_row(row), flush=True)
+    return rows
+
+
+def peak_kind(target: Target) -> str | None:
+    if target.gpu_peak_mib is not None:
+        return "torch.cuda.max_memory_allocated"
+    if target.device == "cpu":
+        return "ru_maxrss growth (process-wide)"
+    return None
+
+
+HEADER = (
+    f"{'backend':7s} {'device':6s} {'dtype':9s} {'2N':>6} {'preset':8s} {'median ms':>10} "
+    f"{'min':>9} {'max':>9} {'IQR':>8} {'ratio':>6} {'peak MiB':>9}"
+)
+
+
+def format_row(row: dict[str, Any]) -> str:
+    peak = row["peak_mib"]
+    peak_text = f"{peak:9.1f}" if peak is not None else f"{'-':>9}"
+    return (
+        f"{row['backend']:7s} {row['device']:6s} {row['dtype']:9s} {row['size']:6d} "
+        f"{row['preset']:8s} {row['median_ms']:10.2f} {row['min_ms']:9.2f} {row['max_ms']:9.2f} "
+        f"{row['q3_ms'] - row['q1_ms']:8.2f} {row['ratio']:6.2f} {peak_text}"
+    )
+
+
+def row_key(row: dict[str, Any]) -> tuple:
+    return (row["backend"], row["device"], row["dtype"], row["preset"], row["size"], row["dim"])
+
+
+def compare(rows: list[dict[str, Any]], path: str) -> None:
+    """Print, for each row also in the earlier file, the change of median time and of ratio."""
+    with open(path) as file:
+        earlier = json.load(file)
+    earlier_rows = earlier["rows"] if isinstance(earlier, dict) else earlier
+    old = {row_key(r): r for r in earlier_rows if isinstance(r, dict) and "median_ms" in r}
+    print(f"\nchange against {path}:")
+    print(
+        f"{'backend':7s} {'device':6s} {'dtype':9s} {'2N':>6} {'preset':8s} {'was ms':>9} "
+        f"{'now ms':>9} {'change':>8} {'was ratio':>9} {'now ratio':>9}"
+    )
+    matched = 0
+    for row in rows:
+        before = old.get(row_key(row))
+        if before is None:
+            continue
+        matched += 1
+        change = 100 * (row["median_ms"] / before["median_ms"] - 1)
+        print(
+            f"{row['backend']:7s} {row['device']:6s} {row['dtype']:9s} {row['size']:6d} "
+            f"{row['preset']:8s} {before['median_ms']:9.2f} {row['median_ms']:9.2f} "
+            f"{change:+7.1f}% {before['ratio']:9.2f} {row['ratio']:9.2f}"
+        )
+    if not matched:
+        print("  (no rows in common)")
+
+
+def plot(rows: list[dict[str, Any]], path: str) -> None:
+    """Log-log median time vs 2N: one line per backend/device/dtype and preset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = dict(zip(METHODS, ("black", "tab:blue", "tab:orange", "tab:red"), strict=True))
+    styles = dict(zip(BACKENDS, ("-", "--", ":"), strict=True))
+    figure, axes = plt.subplots(figsize=(8, 5.5))
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        key = (row["backend"], row["device"], row["dtype"], row["preset"])
+        groups.setdefault(key, []).append(row)
+    for (backend, device, dtype, preset), group in groups.items():
+        group.sort(key=lambda r: r["size"])
+        axes.plot(
+            [r["size"] for r in group],
+            [r["median_ms"] for r in group],
+            marker="o",
+            linestyle=styles.get(backend, "-"),
+            color=colors.get(preset),
+            label=f"{backend} {device} {dtype} {preset}",
+        )
+    axes.set_xscale("log", base=2)
+    axes.set_yscale("log")
+    axes.set_xlabel("2N (batch of both views)")
+    axes.set_ylabel("forward + backward, median ms")
+    axes.set_title(f"WEINCE vs minimal InfoNCE (floor), d = {rows[0]['dim'] if rows else '?'}")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=7, ncol=2)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def run(args: argparse.Namespace) -> int:
+    backends = args.backends or list(BACKENDS)
+    devices = args.devices or list(DEVICES)
+    rows: list[dict[str, Any]] = []
+    found = False
+    print(f"d = {args.dim}, {args.repeats} timed rounds after {args.warmup} warm-up steps")
+    print(HEADER)
+    for backend in backends:
+        if not installed(backend):
+            print(f"  ({backend}: {backend} or {ADAPTERS[backend]} not installed, skipped)")
+            continue
+        for target in TARGETS[backend](devices, getattr(args, "threads", None)):
+            found = True
+            print(f"  -- {target.backend} on {target.device}: {target.device_name}")
+            rows.extend(bench_target(target, args))
+    if not found:
+        print("no installed backend on the requested devices", file=sys.stderr)
+        return 1
+    if any(r["peak_kind"] and r["peak_kind"].startswith("ru_maxrss") for r in rows):
+        print(
+            "CPU peak MiB: growth of ru_maxrss during warm-up, process-wide "
+            "(0 when an earlier step already peaked higher)"
+        )
+    if args.json:
+        meta = {
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "argv": sys.argv,
+            "versions": {
+                b: getattr(sys.modules.get(b), "__version__", None)
+                for b in BACKENDS
+                if b in sys.modules
+            },
+        }
+        with open(args.json, "w") as file:
+            json.dump({"meta": meta, "rows": rows}, file, indent=1)
+    if args.plot:
+        plot(rows, args.plot)
+    if args.compare:
+        compare(rows, args.compare)
+    return 0
