@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test lint gpu-test clean
+.PHONY: setup demo test lint gpu-test clean
 
 setup: $(VENV)/.installed
 
@@ -13,6 +13,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[torch,jax,demo,docs,test]"
 	touch $@
+
+# The main job: train encoders with InfoNCE and WEINCE, compare frozen features (weince-out/demo).
+demo: setup
+	$(BIN)/weince demo
 
 lint: setup
 	$(BIN)/ruff check .
