@@ -1,7 +1,7 @@
 """On a CUDA device: the CPU float64 results, no host synchronisation, every tensor on the GPU.
 
-Run on a GPU machine with ``pytest -m gpu tests/torch_adapter``; elsewhere every test here is skipped
-with the reason. The speed and memory figures come from ``benchmarks/torch_speed.py``.
+Run on a GPU machine with ``pytest -m gpu tests/torch_adapter``; elsewhere every test here is
+skipped with the reason. The speed and memory figures come from ``benchmarks/torch_speed.py``.
 """
 
 from __future__ import annotations
