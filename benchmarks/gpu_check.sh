@@ -32,7 +32,7 @@ step tests 30 nvidia-smi --query-gpu=name,driver_version,memory.total --format=c
 step tests 240 "$PY" -m pytest -q -rs -p no:cacheprovider --durations=8 \
   tests/core/test_golden.py -k "cuda or gpu or cupy" \
   tests/cupy_adapter tests/torch_adapter/test_torch_cuda.py tests/jax/test_jax_gpu.py
-step crosscheck 90 "$PY" -m weince crosscheck --sizes 256 --preset all --steps 2 --json "$OUT/crosscheck.json"
+step crosscheck 240 "$PY" -m weince crosscheck --sizes 256 --preset all --steps 2 --json "$OUT/crosscheck.json"
 step speed 90 "$PY" benchmarks/torch_speed.py --device cuda --sizes 512 2048 8192 --json "$OUT/torch.json"
 step speed 40 "$PY" benchmarks/torch_speed.py --device cuda --dtype bfloat16 --sizes 8192 --no-memory
 step speed 90 "$PY" benchmarks/jax_speed.py --sizes 2048 8192 --repeats 10

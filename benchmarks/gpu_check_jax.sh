@@ -1,36 +1,53 @@
 #!/usr/bin/env bash
-# GPU checks of the JAX adapter (issue 4): the GPU tests, then the speed figures. Logs into $OUT.
+# The JAX adapter's GPU checks (issue 4): the `gpu` tests of tests/jax (reference vectors, CPU
+# equality, placement, the speed goal), then benchmarks/jax_speed.py: forward + backward against
+# a minimal jitted InfoNCE at 2N = 2048 and 8192, and the tail selections at 8192 (random and
+# clustered inputs). Logs and JSON land in $OUT (default ./weince-out/jax). About 5 minutes; each
+# stage has its own limit, all together under 10 minutes.
 #
-#   OUT=/some/dir bash benchmarks/gpu_check_jax.sh        # from the repository root, ~5 minutes
-#
-# Needs a CUDA build of jax; $PYTHON picks the interpreter. Each step has a time limit (about 9
-# minutes in all); SPEED_SIZES and SELECTION_SIZE shrink the runs for a dry run on a CPU.
-set -u
-OUT=${OUT:-gpu-logs-jax}
-PY=${PYTHON:-python}
+# From the repository root on a machine with a CUDA build of jax:
+#     bash benchmarks/gpu_check_jax.sh
+# With a proposed core in .device/core_jax/weince_core, the speed benchmark runs once more with
+# it. Reference vectors: ../shared/golden, WEINCE_GOLDEN, or a copy in .device/golden. Packages
+# the machine lacks (array-api-compat) may come as wheels in .whl/. SPEED_SIZES and
+# SELECTION_SIZE shrink the runs (a dry run on a CPU).
+set -uo pipefail
+OUT=${OUT:-weince-out/jax}
+PY=${PYTHON:-python3}
 SPEED_SIZES=${SPEED_SIZES:-2048 8192}
 SELECTION_SIZE=${SELECTION_SIZE:-8192}
 mkdir -p "$OUT"
-export PYTHONPATH="$PWD:$PWD/adapters${PYTHONPATH:+:$PYTHONPATH}"
-for golden in ../shared/golden shared/golden; do
-    if [ -z "${WEINCE_GOLDEN:-}" ] && [ -d "$golden" ]; then export WEINCE_GOLDEN="$PWD/$golden"; fi
-done
+export PYTHONUNBUFFERED=1
+export XLA_PYTHON_CLIENT_PREALLOCATE=false  # tests/conftest.py may probe torch's GPU as well
 
-step() {  # step NAME SECONDS COMMAND...: run it with a time limit, log to $OUT/NAME.txt
-    local name=$1 limit=$2
-    shift 2
-    echo "== $name: $*" | tee -a "$OUT/summary.txt"
-    timeout "$limit" "$@" >"$OUT/$name.txt" 2>&1
-    echo "   exit $? ($name)" | tee -a "$OUT/summary.txt"
-    tail -n 25 "$OUT/$name.txt"
+if ! "$PY" -c "import array_api_compat" 2>/dev/null && [ -d .whl ]; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONPATH=$PWD:$PWD/adapters${PYTHONPATH:+:$PYTHONPATH}
+if [ -z "${WEINCE_GOLDEN:-}" ] && [ ! -d ../shared/golden ] && [ -d .device/golden ]; then
+  export WEINCE_GOLDEN=$PWD/.device/golden
+fi
+
+status=0
+stage() {  # stage SECONDS NAME COMMAND...: run it with a time limit, its log in $OUT/NAME.log
+  local seconds=$1 name=$2
+  shift 2
+  timeout "$seconds" "$@" 2>&1 | tee "$OUT/$name.log" || status=1
 }
-
-step devices 60 "$PY" -c "import jax, jaxlib; print(jax.__version__, jaxlib.__version__, jax.devices())"
-step pytest-gpu 180 "$PY" -m pytest -m gpu tests/jax -q -rs -s -p no:cacheprovider
-# shellcheck disable=SC2086  # the sizes are words
-step speed 150 "$PY" benchmarks/jax_speed.py --sizes $SPEED_SIZES --repeats 20 \
-    --json "$OUT/speed.json"
-step selection 90 "$PY" benchmarks/jax_speed.py --selection --sizes "$SELECTION_SIZE" \
-    --repeats 10 --json "$OUT/selection.json"
-step selection-clustered 90 "$PY" benchmarks/jax_speed.py --selection --sizes "$SELECTION_SIZE" \
-    --inputs clustered --repeats 10 --json "$OUT/selection-clustered.json"
+stage 60 devices "$PY" -c "import jax, jaxlib; print(jax.__version__, jaxlib.__version__, jax.devices())"
+stage 180 pytest_gpu "$PY" -m pytest tests/jax -m gpu -q -rs -s -p no:cacheprovider --durations=5
+# shellcheck disable=SC2086  # the sizes are separate words
+stage 120 jax_speed "$PY" benchmarks/jax_speed.py --sizes $SPEED_SIZES --json "$OUT/jax_speed.json"
+stage 75 jax_selection "$PY" benchmarks/jax_speed.py --selection --sizes "$SELECTION_SIZE" \
+  --repeats 10 --json "$OUT/jax_selection.json"
+stage 75 jax_selection_clustered "$PY" benchmarks/jax_speed.py --selection --inputs clustered \
+  --sizes "$SELECTION_SIZE" --repeats 10 --json "$OUT/jax_selection_clustered.json"
+if [ -d .device/core_jax/weince_core ]; then  # a proposed core, measured on the same machine
+  # shellcheck disable=SC2086
+  PYTHONPATH=$PWD/.device/core_jax:$PYTHONPATH stage 100 jax_speed_core_jax "$PY" \
+    benchmarks/jax_speed.py --sizes $SPEED_SIZES --json "$OUT/jax_speed_core_jax.json"
+  PYTHONPATH=$PWD/.device/core_jax:$PYTHONPATH stage 60 jax_speed_core_jax_clustered "$PY" \
+    benchmarks/jax_speed.py --sizes "${SPEED_SIZES##* }" --presets paper --inputs clustered
+fi
+exit $status

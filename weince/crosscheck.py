@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -89,6 +90,19 @@ def _positive_ints(minimum: int) -> Callable[[str], list[int]]:
     return parse
 
 
+def _positive_int(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be >= {minimum}")
+        return value
+
+    return parse
+
+
 def _backend_names(text: str) -> list[str]:
     names = [item.strip() for item in text.split(",") if item.strip()]
     unknown = [name for name in names if not _matching_ids(name)]
@@ -135,7 +149,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="pairs per batch (2N rows); a comma list or repeated (default: 256)",
     )
     parser.add_argument(
-        "--dim", type=_positive_ints(1), metavar="D", help="embedding dimension (default: 64)"
+        "--dim", type=_positive_int(1), metavar="D", help="embedding dimension (default: 64)"
     )
     parser.add_argument(
         "--dtype",
@@ -153,7 +167,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--steps",
-        type=_positive_ints(1),
+        type=_positive_int(1),
         metavar="T",
         help="steps per run, the state carried (default: 3)",
     )
@@ -164,7 +178,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="your embeddings instead of generated ones: .npy of shape (2, N, d) (the two "
         "views) or (2N, d) (z_i the first half, z_j the second); or .npz with arrays z_i and "
-        "z_j of shape (N, d), or (T, N, d) for T steps. One batch is reused for every step",
+        "z_j of shape (N, d), or (T, N, d) for T steps. A single batch runs --steps times",
     )
     parser.add_argument(
         "--backends",
@@ -415,20 +429,33 @@ class Job:
 
 
 class ReferenceCache:
-    """NumPy float64 results per case, preset and (rounded) inputs, computed once each."""
+    """NumPy float64 results per preset and inputs, and the inputs' smallest shortfall, each
+    computed once (the inputs rounded to float32 and to bfloat16 differ, so each has its own)."""
 
     def __init__(self) -> None:
-        self._results: dict[tuple[str, str, str], list[StepResult]] = {}
+        self._results: dict[tuple[str, str], list[StepResult]] = {}
+        self._deltas: dict[str, float] = {}
 
     def get(self, batches: Sequence[Batch], preset: str) -> list[StepResult]:
-        digest = hashlib.sha1()
-        for z_i, z_j in batches:
-            digest.update(np.ascontiguousarray(z_i).tobytes())
-            digest.update(np.ascontiguousarray(z_j).tobytes())
-        key = (preset, str([b[0].shape for b in batches]), digest.hexdigest())
+        key = (preset, _digest(batches))
         if key not in self._results:
             self._results[key] = reference_results(batches, WEINCEConfig.preset(preset))
         return self._results[key]
+
+    def delta(self, batches: Sequence[Batch]) -> float:
+        key = _digest(batches)
+        if key not in self._deltas:
+            self._deltas[key] = smallest_shortfall(batches)
+        return self._deltas[key]
+
+
+def _digest(batches: Sequence[Batch]) -> str:
+    digest = hashlib.sha1()
+    for z_i, z_j in batches:
+        digest.update(repr((z_i.shape, z_i.dtype.str)).encode())
+        digest.update(np.ascontiguousarray(z_i).tobytes())
+        digest.update(np.ascontiguousarray(z_j).tobytes())
+    return digest.hexdigest()
 
 
 def run_job(job: Job, references: ReferenceCache, path: str) -> Row:
@@ -452,7 +479,7 @@ def run_job(job: Job, references: ReferenceCache, path: str) -> Row:
             for batch in case.batches
         )
         reference = references.get(rounded, job.preset)
-        row.delta = smallest_shortfall(rounded)
+        row.delta = references.delta(rounded)
         row.tolerance = tolerance(job.dtype, row.delta)
         row.path, results = backend.run_steps(
             rounded, WEINCEConfig.preset(job.preset), job.dtype, path=path
@@ -482,6 +509,7 @@ def reference_row(case: Case, preset: str, references: ReferenceCache) -> Row:
         case.name, preset, case.n, case.d, len(case.batches), "numpy", "cpu", "float64", "reference"
     )
     _last_step(row, references.get(case.batches, preset))
+    row.delta = references.delta(case.batches)
     return row
 
 
@@ -495,11 +523,17 @@ def _number(x: float) -> str:
 
 
 def _tolerance_text(tol: Tolerance | None) -> str:
+    """``value/grad`` bounds, or one number when they print alike."""
     if tol is None:
         return "-"
-    if tol.grad == tol.value:
-        return f"{tol.value:.0e}"
-    return f"{tol.value:.0e}/{tol.grad:.0e}"
+    value, grad = _short(tol.value), _short(tol.grad)
+    return value if value == grad else f"{value}/{grad}"
+
+
+def _short(x: float) -> str:
+    """``2e-5`` rather than ``2e-05``."""
+    mantissa, _, exponent = f"{x:.0e}".partition("e")
+    return f"{mantissa}e{int(exponent)}"
 
 
 def format_table(rows: Sequence[Row], references: Sequence[Row]) -> str:
@@ -516,7 +550,7 @@ def format_table(rows: Sequence[Row], references: Sequence[Row]) -> str:
         lines.append("")
         lines.append(
             f"{ref.preset} preset, {ref.case}: N = {ref.n} pairs, d = {ref.d}, {ref.steps} "
-            f"step{'s' if ref.steps > 1 else ''}"
+            f"step{'s' if ref.steps > 1 else ''}, smallest 1 - cosine {ref.delta:.1e}"
         )
         for cells in table:
             lines.append(
@@ -525,8 +559,12 @@ def format_table(rows: Sequence[Row], references: Sequence[Row]) -> str:
                     for i, (c, w) in enumerate(zip(cells, widths, strict=True))
                 ).rstrip()
             )
-    failed = [r for r in rows if not r.passed]
     lines.append("")
+    lines.append(
+        "abs = max|x - x_ref|, rel = abs / max|x_ref| over every step (x_ref: NumPy float64 on "
+        "the same inputs); tol = the bounds on value / gradient errors for these inputs"
+    )
+    failed = [r for r in rows if not r.passed]
     if failed:
         lines.append(f"FAILED: {len(failed)} of {len(rows)} rows disagree with NumPy float64:")
         for r in failed:
@@ -563,21 +601,32 @@ def _cells(row: Row, reference: bool = False) -> list[str]:
 
 
 def _progress(jobs: Sequence[Job], enabled: bool) -> Iterable[Job]:
-    """``jobs``, with a progress bar on stderr (tqdm when installed, else a line per job)."""
+    """``jobs``, reported on stderr as they start: a tqdm bar on a terminal (when tqdm is
+    installed), else one line per job, which reads well in logs too."""
     if not enabled:
         yield from jobs
         return
+    if sys.stderr.isatty():
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            pass
+        else:
+            with tqdm(jobs, desc="crosscheck", unit="run", file=sys.stderr, leave=False) as bar:
+                for job in bar:
+                    bar.set_postfix_str(_describe(job))
+                    yield job
+            return
+    for i, job in enumerate(jobs, 1):
+        print(f"[{i}/{len(jobs)}] {_describe(job)}", file=sys.stderr, flush=True)
+        yield job
+
+
+def _describe_backend(backend: Backend) -> str:
     try:
-        from tqdm import tqdm
-    except ImportError:
-        for i, job in enumerate(jobs, 1):
-            print(f"[{i}/{len(jobs)}] {_describe(job)}", file=sys.stderr, flush=True)
-            yield job
-        return
-    with tqdm(jobs, desc="crosscheck", unit="run", file=sys.stderr, leave=False) as bar:
-        for job in bar:
-            bar.set_postfix_str(_describe(job))
-            yield job
+        return backend.describe()
+    except Exception as error:  # a description is no reason to stop
+        return f"{backend.module}, {type(error).__name__}"
 
 
 def _describe(job: Job) -> str:
@@ -585,34 +634,43 @@ def _describe(job: Job) -> str:
 
 
 def _select_backends(names: list[str] | None) -> tuple[list[Backend], list[Backend]]:
-    """(runnable, skipped); a backend named explicitly that cannot run is a ``UsageError``."""
+    """(runnable, skipped). A backend named by its id that cannot run is a ``UsageError``, as
+    is a prefix (``torch``) none of whose backends can; otherwise a prefix takes those that can.
+    """
     ids = None if names is None else [i for name in names for i in _matching_ids(name)]
     backends = all_backends(ids)
-    if names is not None:
-        absent = [b for b in backends if b.skip_reason]
-        if absent:
-            reasons = "; ".join(f"{b.id}: {b.skip_reason}" for b in absent)
-            raise UsageError(f"--backends: cannot run here: {reasons}")
-    return [b for b in backends if not b.skip_reason], [b for b in backends if b.skip_reason]
+    runnable = [b for b in backends if not b.skip_reason]
+    skipped = [b for b in backends if b.skip_reason]
+    for name in names or []:
+        kinds = _matching_ids(name)
+        mine = [b for b in backends if b.id.partition(":")[0] in kinds]
+        if name in BACKEND_IDS or not any(not b.skip_reason for b in mine):
+            absent = [b for b in mine if b.skip_reason]
+            if absent:
+                reasons = "; ".join(f"{b.id}: {b.skip_reason}" for b in absent)
+                raise UsageError(f"--backends: cannot run here: {reasons}")
+    return runnable, skipped
 
 
 def _cases(args: argparse.Namespace) -> list[Case]:
-    steps = args.steps[0] if args.steps else 3
+    steps = args.steps or 3
     if args.input is not None:
         if args.sizes is not None or args.dim is not None:
             raise UsageError("--input: --sizes and --dim come from the file; leave them out")
         batches = load_batches(args.input, steps)
         return [Case(args.input.name, batches)]
-    d = args.dim[0] if args.dim else 64
+    d = args.dim or 64
     sizes = _flat(args.sizes, [256])
     return [Case(f"seed {args.seed}", generated_batches(n, d, steps, args.seed)) for n in sizes]
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the comparison; print the table; 0 if all agree, 1 if any does not, 2 on bad input."""
+    # Three frameworks may share one GPU here: JAX must not take 75% of its memory up front.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     try:
         cases = _cases(args)
-        backends, skipped = _select_backends(_flat(args.backends, None) if args.backends else None)
+        backends, skipped = _select_backends(_flat(args.backends, None))
     except UsageError as error:
         print(f"weince crosscheck: error: {error}", file=sys.stderr)
         return 2
@@ -643,6 +701,8 @@ def run(args: argparse.Namespace) -> int:
     reference_rows = [
         reference_row(case, preset, references) for case in cases for preset in presets
     ]
+    machine = {b.id: _describe_backend(b) for b in backends}
+    print("backends: " + "; ".join(f"{i} ({text})" for i, text in machine.items()))
     print(format_table(rows, reference_rows))
     for b in skipped:
         print(f"skipped {b.id}: {b.skip_reason}")
@@ -660,7 +720,11 @@ def run(args: argparse.Namespace) -> int:
                 "dtypes": dtypes,
                 "path": args.path,
             },
-            "tolerances": {dtype: asdict(tol) for dtype, tol in TOLERANCES.items()},
+            "backends": machine,
+            "tolerances": {
+                "floor": {dtype: asdict(tol) for dtype, tol in TOLERANCES.items()},
+                "condition": {dtype: asdict(tol) for dtype, tol in CONDITION.items()},
+            },
             "reference": [r.as_json() for r in reference_rows],
             "rows": [r.as_json() for r in rows],
             "skipped": [{"backend": b.id, "reason": b.skip_reason} for b in skipped],

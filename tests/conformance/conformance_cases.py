@@ -5,6 +5,7 @@ Each backend runs each case once per dtype and preset (``outcome`` is cached), t
 the core. Its results are compared with the core on NumPy float64 arrays holding the same inputs
 (rounded to the dtype under test), within ``weince.backends.tolerance(dtype, delta)``: the
 table of floors and the reasons for them are in the docstring of ``weince.backends``.
+
 ``backend_dtypes()`` parametrizes a test over every backend and the dtypes that backend has; a
 backend that cannot run here is skipped, with the reason, by the ``backend`` fixture.
 """
@@ -22,7 +23,6 @@ from weince.backends import (
     StepResult,
     Tolerance,
     all_backends,
-    smallest_shortfall,
     tolerance,
 )
 from weince.crosscheck import Difference, ReferenceCache, compare, generated_batches
@@ -120,7 +120,7 @@ def outcome(backend: Backend, dtype: str, preset: str, case: Case) -> Outcome:
     inputs = rounded(backend, dtype, case)
     path, results = backend.run_steps(inputs, WEINCEConfig.preset(preset), dtype)
     reference = _REFERENCES.get(inputs, preset)
-    return Outcome(path, inputs, results, reference, tolerance(dtype, smallest_shortfall(inputs)))
+    return Outcome(path, inputs, results, reference, tolerance(dtype, _REFERENCES.delta(inputs)))
 
 
 def rounded(backend: Backend, dtype: str, case: Case) -> tuple[Batch, ...]:
@@ -140,7 +140,7 @@ def numpy_outcome(dtype: str, preset: str, case: Case) -> Outcome:
     inputs = tuple(tuple(np.asarray(z) for z in b) for b in _rounded_like(dtype, case))
     path, results = numpy.run_steps(inputs, WEINCEConfig.preset(preset), compute)
     reference = _REFERENCES.get(inputs, preset)
-    return Outcome(path, inputs, results, reference, tolerance(dtype, smallest_shortfall(inputs)))
+    return Outcome(path, inputs, results, reference, tolerance(dtype, _REFERENCES.delta(inputs)))
 
 
 def _rounded_like(dtype: str, case: Case) -> tuple[Batch, ...]:

@@ -55,6 +55,7 @@ def test_two_pairs_match_numpy_float64(backend, dtype):
 
 @backend_dtypes()
 @pytest.mark.parametrize("preset", ["paper", "blend"])
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # float16
 def test_zero_rows_match_numpy_float64(backend, dtype, preset):
     result = outcome(backend, dtype, preset, ZERO_ROWS)
     if preset == "paper" or dtype == "float16":
