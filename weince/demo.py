@@ -274,7 +274,7 @@ def _header(
     split: Split, protocol: Protocol, args: argparse.Namespace, num_seeds: int, per_epoch: int
 ) -> str:
     shape = "x".join(str(s) for s in split.x_train.shape[1:])
-    return (
+    header = (
         f"weince demo: {split.dataset.name}, {len(split.x_train)} train / {len(split.x_test)} "
         f"test images of {shape}, {split.dataset.num_classes} classes; "
         f"{args.backend} on {args.device}\n"
@@ -282,6 +282,9 @@ def _header(
         f"lr {protocol.lr:g} (warm-up, cosine), tau {protocol.temperature:g} for every loss, "
         f"{num_seeds} seed(s)"
     )
+    if args.quick:
+        header += "\n--quick: a smoke test of the pipeline; its accuracies are not a result"
+    return header
 
 
 def _training_summary(

@@ -63,6 +63,7 @@ def check_run(run: dict[str, Any], backend: str) -> None:
     png = (out / "results.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000  # a drawn figure, not blank
     table = (out / "table.txt").read_text()
+    assert "smoke test" in table  # --quick says its numbers are not a result
     for label in ("infonce", "paper", "pixels", "random encoder", "kNN k=5", "linear probe"):
         assert label in table
     assert results["backend"] == backend
