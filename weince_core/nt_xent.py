@@ -108,9 +108,11 @@ def nt_xent_backward(
     total = u_all.shape[0]
     positive, excluded = _two_view_rows(residuals.anchors, total, xp)
     d_sim = rows_backward(u @ u_all.T, positive, excluded, residuals.rows, config, total_rows=total)
-    as_candidates = d_sim.T @ u
-    if collectives is not None:
+    if collectives is None:  # u_all is u: one product with dL/dS + (dL/dS)^T
+        g_u = (d_sim + d_sim.T) @ u
+    else:
         half = total // 2
+        as_candidates = d_sim.T @ u
         as_candidates = xp.concat(
             [
                 collectives.sum_scatter(as_candidates[:half, :]),
@@ -118,7 +120,7 @@ def nt_xent_backward(
             ],
             axis=0,
         )
-    g_u = d_sim @ u_all + as_candidates
+        g_u = d_sim @ u_all + as_candidates
     g_z = (g_u - u * xp.sum(u * g_u, axis=1, keepdims=True)) / scale[:, None]
     if grad_output is not None:
         g_z = g_z * grad_output

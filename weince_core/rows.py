@@ -128,7 +128,9 @@ def rows_forward(
     if config.estimate_beta:
         k_g = tail.beta_tail_size(total_rows * num_negatives, config)
         # Each rank's k_g largest hold the global k_g largest: select, gather, select again.
-        local = largest(xp.reshape(negative_sim, (-1,)), min(k_g, rows * num_negatives), xp)
+        # Most often they are among the rows' own largest, selected already (see largest).
+        row_top = top if max(k, m) else None
+        local = largest(negative_sim, min(k_g, rows * num_negatives), xp, row_top=row_top)
         if collectives is not None:
             local = largest(gather(local, collectives), k_g, xp)
         stats.update(tail.update_beta(local, beta_t, config, xp))
