@@ -33,8 +33,6 @@ step tests 240 "$PY" -m pytest -q -rs -p no:cacheprovider --durations=8 \
   tests/core/test_golden.py -k "cuda or gpu or cupy" \
   tests/cupy_adapter tests/torch_adapter/test_torch_cuda.py tests/jax/test_jax_gpu.py
 step crosscheck 240 "$PY" -m weince crosscheck --sizes 256 --preset all --steps 2 --json "$OUT/crosscheck.json"
-step speed 90 "$PY" benchmarks/torch_speed.py --device cuda --sizes 512 2048 8192 --json "$OUT/torch.json"
-step speed 40 "$PY" benchmarks/torch_speed.py --device cuda --dtype bfloat16 --sizes 8192 --no-memory
-step speed 90 "$PY" benchmarks/jax_speed.py --sizes 2048 8192 --repeats 10
-step speed 70 "$PY" benchmarks/cupy_speed.py --sizes 2048 8192 --repeats 5
+step speed 240 "$PY" -m weince bench --devices cuda --repeats 10 --json "$OUT/bench.json" \
+  --plot "$OUT/bench.png"
 step primitives 60 "$PY" benchmarks/gpu_primitives.py
