@@ -31,7 +31,7 @@ step() {  # step LOG SECONDS COMMAND...: time-limited, appended to $OUT/LOG.log
 step tests 30 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 step tests 240 "$PY" -m pytest -q -rs -p no:cacheprovider --durations=8 \
   tests/core/test_golden.py -k "cuda or gpu or cupy" \
-  tests/cupy_adapter tests/torch_adapter/test_torch_cuda.py tests/jax/test_jax_gpu.py
+  tests/cupy_adapter tests/torch_adapter/test_torch_cuda.py tests/jax_adapter/test_jax_gpu.py
 step crosscheck 240 "$PY" -m weince crosscheck --sizes 256 --preset all --steps 2 --json "$OUT/crosscheck.json"
 step speed 240 "$PY" -m weince bench --devices cuda --repeats 10 --json "$OUT/bench.json" \
   --plot "$OUT/bench.png"

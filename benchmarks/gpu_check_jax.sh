@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The JAX adapter's GPU checks (issue 4): the `gpu` tests of tests/jax (reference vectors, CPU
+# The JAX adapter's GPU checks (issue 4): the `gpu` tests of tests/jax_adapter (reference vectors, CPU
 # equality, placement), then benchmarks/jax_speed.py: forward + backward against a minimal
 # jitted InfoNCE at 2N = 2048 and 8192 (the goal: paper <= 2.0x at 8192), and the tail
 # selections at 8192 (random and clustered inputs). Logs and JSON land in $OUT (default ./weince-out/jax). About 5 minutes; each
@@ -36,7 +36,7 @@ stage() {  # stage SECONDS NAME COMMAND...: run it with a time limit, its log in
   timeout "$seconds" "$@" 2>&1 | tee "$OUT/$name.log" || status=1
 }
 stage 30 devices "$PY" -c "import jax, jaxlib; print(jax.__version__, jaxlib.__version__, jax.devices())"
-stage 150 pytest_gpu "$PY" -m pytest tests/jax -m gpu -q -rs -s -p no:cacheprovider --durations=5
+stage 150 pytest_gpu "$PY" -m pytest tests/jax_adapter -m gpu -q -rs -s -p no:cacheprovider --durations=5
 # shellcheck disable=SC2086  # the sizes are separate words
 stage 110 jax_speed "$PY" benchmarks/jax_speed.py --sizes $SPEED_SIZES --json "$OUT/jax_speed.json"
 stage 60 jax_selection "$PY" benchmarks/jax_speed.py --selection --sizes "$SELECTION_SIZE" \

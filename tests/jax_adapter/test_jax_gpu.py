@@ -1,7 +1,7 @@
 """On a GPU: the reference vectors, equality with the CPU, placement, and the speed goal.
 
-Run on a machine with a CUDA build of JAX: ``pytest -m gpu tests/jax``. Elsewhere every test here
-is skipped with the reason. float32 comparisons use full-precision matmuls
+Run on a machine with a CUDA build of JAX: ``pytest -m gpu tests/jax_adapter``. Elsewhere every
+test here is skipped with the reason. float32 comparisons use full-precision matmuls
 (``jax.default_matmul_precision("highest")``): JAX may otherwise multiply float32 in TF32.
 """
 
