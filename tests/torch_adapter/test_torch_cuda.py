@@ -1,7 +1,7 @@
 """On a CUDA device: the CPU float64 results, no host synchronisation, every tensor on the GPU.
 
 Run on a GPU machine with ``pytest -m gpu tests/torch_adapter``; elsewhere every test here is
-skipped with the reason. The speed and memory figures come from ``benchmarks/torch_speed.py``.
+skipped with the reason. The speed and memory figures come from ``weince bench --devices cuda``.
 """
 
 from __future__ import annotations
@@ -39,9 +39,11 @@ def run_steps(criterion, seeds, device, dtype, n=256, d=64):
         z_i, z_j = pair(n, d, seed, device, dtype)
         loss = criterion(z_i, z_j)
         loss.backward()
+        # copy=True: on the CPU in float64, .to() would return the buffer beta_t itself, which
+        # the next steps overwrite in place.
         results.append(
             [
-                t.detach().to("cpu", torch.float64)
+                t.detach().to("cpu", torch.float64, copy=True)
                 for t in (loss, z_i.grad, z_j.grad, criterion.beta_t)
             ]
         )
