@@ -12,6 +12,10 @@ Functional form, state kept by the caller::
 
 Both run the core's forward and analytic gradient (SPEC.md), with no host synchronisation,
 under ``torch.autocast`` and under ``torch.compile(fullgraph=True)``.
+
+Under ``torch.distributed`` (DDP, ``torchrun``), ``gather="auto"`` (the default of both) makes
+the loss that of the global batch, every process passing its own rows; ``gather=False`` keeps
+it local (see ``weince_torch.distributed``).
 """
 
 from weince_core import WEINCEConfig

@@ -5,6 +5,10 @@
 core's ``nt_xent_forward`` and whose backward is the core's analytic gradient
 ``nt_xent_backward``, so PyTorch differentiates the same formula as every other backend, and
 only the core's O(N d) residuals are kept between forward and backward (``S`` is recomputed).
+
+Across processes (``gather``, see ``weince_torch.distributed``), the core runs with
+``Collectives`` built from ``torch.distributed``: each process passes its own rows and gets the
+loss of the global batch.
 """
 
 from __future__ import annotations
@@ -12,9 +16,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 import weince_core as wc
 from weince_core import WEINCEConfig
+
+from . import distributed
 
 # The statistics the core returns, in the order the autograd Function returns them (a Function
 # returns a flat tuple of tensors; a dict output would not be marked non-differentiable under
@@ -52,6 +59,8 @@ def weince_loss(
     z_j: torch.Tensor,
     state: torch.Tensor,
     config: WEINCEConfig | None = None,
+    *,
+    gather: bool | str | dist.ProcessGroup = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """``(loss, new_state, stats)`` of the two-view WEINCE loss, differentiable in ``z_i, z_j``.
 
@@ -61,15 +70,75 @@ def weince_loss(
     ``torch.autocast``; gradients come back in the inputs' dtype. ``new_state`` (in ``state``'s
     dtype) and ``stats`` carry no gradient: ``lambda`` and ``beta_t`` are constants of the loss.
     Nothing is read back to the host, so the call does not synchronise with a GPU.
+
+    ``gather``: over which processes the batch is spread.
+
+    - ``"auto"`` (default): the default ``torch.distributed`` process group when one is
+      initialised and has more than one process; otherwise the loss is local.
+    - ``False``: the loss of this process's rows only, whatever the processes.
+    - ``True``: the default process group, which must be initialised.
+    - a ``torch.distributed.ProcessGroup``: that group (this process must be a member).
+
+    Gathered, every process passes its own ``n`` rows (the same ``n`` on every process; the
+    global batch is the processes' rows joined in the group's rank order) and gets the global
+    loss, the global ``new_state`` (equal on every process when ``state`` is) and the global
+    summary statistics; the per-anchor ``lambda``, ``rho``, ``d_aic`` are those of its own ``2n``
+    anchors (its ``z_i`` rows, then its ``z_j`` rows). The backward gives every process
+    ``world_size * d(global loss)/d(its rows)``: DDP averages parameter gradients over the
+    processes, so the average is the global loss's gradient, exactly what one process holding
+    the whole batch gets (reducing gradients by hand, average them as DDP does: a sum would be
+    ``world_size`` times too large). Every process must call the loss, and its backward, in
+    step. Different row counts (or embedding sizes, dtypes) on different processes raise a
+    ``ValueError`` on every process before any loss computation. The shapes are exchanged only
+    when this process's shapes change, so steady-state steps add no host synchronisation; a
+    process whose shapes stay as they were does not check again, so if only some processes
+    change their batch size, the mismatch surfaces in the backend's collectives instead.
+    Gathered, the loss runs eagerly: under ``torch.compile`` it is a graph break.
     """
     _check_tensors(z_i=z_i, z_j=z_j, state=state)
     config = _check_config(config)
-    loss, new_state, *stat_values = _WEINCEFunction.apply(z_i, z_j, state, config)
+    group = distributed.resolve_group(gather)
+    if group is not None:
+        return _gathered_loss(z_i, z_j, state, config, group)
+    loss, new_state, *stat_values = _WEINCEFunction.apply(z_i, z_j, state, config, None)
+    return loss, new_state, {key: stat_values[i] for i, key in enumerate(STAT_KEYS)}
+
+
+def _run_eagerly(function: Any) -> Any:
+    reason = (
+        "the loss gathered over torch.distributed processes runs eagerly, a graph break: "
+        "compile without fullgraph=True, or keep the loss local (gather=False)"
+    )
+    try:
+        return torch.compiler.disable(function, reason=reason)
+    except TypeError:  # older PyTorch takes no reason
+        return torch.compiler.disable(function)
+
+
+@_run_eagerly
+def _gathered_loss(
+    z_i: torch.Tensor,
+    z_j: torch.Tensor,
+    state: torch.Tensor,
+    config: WEINCEConfig,
+    group: dist.ProcessGroup,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """``weince_loss`` over ``group``: eager, a graph break under ``torch.compile``.
+
+    Dynamo cannot trace the ``ProcessGroup`` object, and the shape check reads to the host.
+    """
+    distributed.check_inputs(z_i, z_j, group)
+    collectives = distributed.collectives(group)
+    loss, new_state, *stat_values = _WEINCEFunction.apply(z_i, z_j, state, config, collectives)
     return loss, new_state, {key: stat_values[i] for i, key in enumerate(STAT_KEYS)}
 
 
 class _WEINCEFunction(torch.autograd.Function):
-    """forward: ``wc.nt_xent_forward``; backward: ``wc.nt_xent_backward`` on saved residuals."""
+    """forward: ``wc.nt_xent_forward``; backward: ``wc.nt_xent_backward`` on saved residuals.
+
+    With ``collectives`` (this process's share of a global batch), the backward returns
+    ``world_size`` times the gradient of the global loss (see ``weince_loss``).
+    """
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -78,10 +147,14 @@ class _WEINCEFunction(torch.autograd.Function):
         z_j: torch.Tensor,
         state: torch.Tensor,
         config: WEINCEConfig,
+        collectives: wc.Collectives | None,
     ) -> tuple[torch.Tensor, ...]:
         with _without_autocast(z_i):
-            loss, new_state, stats, residuals = wc.nt_xent_forward(z_i, z_j, state, config)
+            loss, new_state, stats, residuals = wc.nt_xent_forward(
+                z_i, z_j, state, config, collectives=collectives
+            )
         ctx.config = config
+        ctx.collectives = collectives
         ctx.dtype = z_i.dtype
         ctx.save_for_backward(*_flatten(residuals))
         outputs = _distinct([loss, new_state, *(stats[key] for key in STAT_KEYS)])
@@ -93,12 +166,20 @@ class _WEINCEFunction(torch.autograd.Function):
         ctx: Any, grad_loss: torch.Tensor, *_: Any
     ) -> tuple[torch.Tensor | None, ...]:
         residuals = _unflatten(ctx.saved_tensors)
+        collectives = ctx.collectives
+        if collectives is not None:
+            # Every process's loss is the global loss and DDP averages: see weince_loss.
+            grad_loss = grad_loss * collectives.world_size
         with _without_autocast(grad_loss):
             grad_i, grad_j = wc.nt_xent_backward(
-                residuals, ctx.config, dtype=ctx.dtype, grad_output=grad_loss
+                residuals,
+                ctx.config,
+                dtype=ctx.dtype,
+                grad_output=grad_loss,
+                collectives=collectives,
             )
         needs_i, needs_j = ctx.needs_input_grad[:2]
-        return (grad_i if needs_i else None, grad_j if needs_j else None, None, None)
+        return (grad_i if needs_i else None, grad_j if needs_j else None, None, None, None)
 
 
 def _without_autocast(like: torch.Tensor) -> torch.autocast:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from weince_core import WEINCEConfig
 
+from .distributed import check_gather
 from .functional import _check_config, _check_tensors, init_state, weince_loss
 
 
@@ -45,17 +47,40 @@ class WEINCELoss(nn.Module):
             print(torch.stack(history).float().mean(0).tolist())  # the one sync
             history.clear()
 
+    Several processes. With ``torch.distributed`` initialised (DDP, ``torchrun``), the default
+    ``gather="auto"`` makes the batch global: each process passes its own ``n`` rows (the same
+    ``n`` everywhere) and every process gets the loss, ``beta_t`` and summary statistics of all
+    processes' rows joined in rank order, as one process holding the whole batch would. Each
+    process's ``z.grad`` is ``world_size`` times the gradient of that global loss with respect
+    to its own rows, so that DDP's average of the parameter gradients over the processes is the
+    gradient of the global loss (exactly the single-process gradients; gradient accumulation
+    with ``no_sync()`` works as usual). ``last_stats["lambda"]`` (and ``rho``, ``d_aic``) holds
+    the process's own ``2n`` anchors: its ``z_i`` rows, then its ``z_j`` rows. ``beta_t`` stays
+    equal on every process as long as it starts equal (construction, or ``load_state_dict``
+    from one checkpoint). ``gather=False`` keeps the loss local to each process;
+    ``gather=group`` uses a ``torch.distributed.ProcessGroup``; ``gather=True`` requires an
+    initialised default group. See ``weince_loss`` for the checks (unequal row counts raise a
+    ``ValueError`` on every process).
+
     The module works under ``torch.autocast`` (the loss runs in float32 or float64 inside), on
-    the outputs of a DDP-wrapped model (the loss itself is local to each process), and under
-    ``torch.compile(criterion, fullgraph=True)``, which fuses the loss's elementwise work and is
-    the fast way to run it (each new batch shape compiles once more).
+    the outputs of a DDP-wrapped model, and, local (``gather=False``, or no process group),
+    under ``torch.compile(criterion, fullgraph=True)``, which fuses the loss's elementwise work
+    and is the fast way to run it (each new batch shape compiles once more).
     """
 
     beta_t: torch.Tensor
 
-    def __init__(self, config: WEINCEConfig | None = None, **overrides: Any) -> None:
+    def __init__(
+        self,
+        config: WEINCEConfig | None = None,
+        *,
+        gather: bool | str | dist.ProcessGroup = "auto",
+        **overrides: Any,
+    ) -> None:
         super().__init__()
         config = _check_config(config)
+        check_gather(gather)
+        self.gather = gather
         self.config = config.replace(**overrides) if overrides else config
         self.register_buffer("beta_t", init_state(self.config).reshape(1))
         self.last_stats: dict[str, torch.Tensor] = {}
@@ -68,7 +93,9 @@ class WEINCELoss(nn.Module):
                 f"z_i is on {z_i.device} but the criterion's state (beta_t) is on "
                 f"{self.beta_t.device}: move the criterion with criterion.to({str(z_i.device)!r})"
             )
-        loss, new_state, stats = weince_loss(z_i, z_j, self.beta_t[0], self.config)
+        loss, new_state, stats = weince_loss(
+            z_i, z_j, self.beta_t[0], self.config, gather=self.gather
+        )
         if self.training and torch.is_grad_enabled():
             self.beta_t.copy_(new_state)
         self.last_stats = stats
@@ -79,7 +106,8 @@ class WEINCELoss(nn.Module):
         self.beta_t.fill_(self.config.beta_init)
 
     def extra_repr(self) -> str:
-        return f"config={self.config!r}"
+        gather = "" if isinstance(self.gather, str) else f", gather={self.gather!r}"
+        return f"config={self.config!r}{gather}"
 
     def _apply(self, fn: Any, recurse: bool = True) -> WEINCELoss:
         state = self.beta_t
