@@ -48,8 +48,12 @@ def top_k(x: Array, k: int, xp: Namespace) -> tuple[Array, Array]:
     if is_jax_namespace(xp):
         # The barrier keeps both outputs alive: where the indices go unused, XLA rewrites top_k
         # into a sort of the whole rows, which on CPU is ten times slower than its TopK kernel.
+        # The pair goes in as (indices, values): XLA's SPMD pipeline folds a tuple of top_k's
+        # outputs in their own order back into top_k, then aborts on the barrier (shard_map).
         lax = sys.modules["jax"].lax
-        return lax.optimization_barrier(lax.top_k(x, k))
+        values, indices = lax.top_k(x, k)
+        indices, values = lax.optimization_barrier((indices, values))
+        return values, indices
     if (is_numpy_namespace(xp) or is_cupy_namespace(xp)) and k < x.shape[-1]:
         # Partition first, then sort only the k survivors.
         native = sys.modules["cupy" if is_cupy_namespace(xp) else "numpy"]
