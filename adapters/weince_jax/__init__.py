@@ -44,6 +44,33 @@ A training step with optax, the loss inside ``jax.jit``::
 Keep ``loss_state`` with the parameters (checkpoint it with them; ``donate_argnums`` may donate
 it). ``stats`` (``lambda_mean``, ``beta_t``, per-anchor ``lambda``, ...) are device arrays:
 reading one with ``float()`` waits for the step, so collect them and read them back rarely.
+
+On several devices the loss, gradients and state are those of one device with the whole batch.
+The step above runs as it is on a batch whose rows are sharded over an Explicit mesh axis
+(``jax.make_mesh``'s default) with ``params`` and ``loss_state`` replicated::
+
+    mesh = jax.make_mesh((jax.device_count(),), ("data",))
+    rows, replicated = NamedSharding(mesh, P("data", None)), NamedSharding(mesh, P())
+    x_i, x_j = jax.device_put(x_i, rows), jax.device_put(x_j, rows)
+
+or, written per device, inside ``jax.shard_map`` with ``axis_name``::
+
+    def local_step(params, opt_state, loss_state, x_i, x_j):     # this device's rows
+        def loss_fn(params):
+            z_i, z_j = x_i @ params["w"], x_j @ params["w"]
+            return weince_jax.weince_loss(z_i, z_j, loss_state, config=config, axis_name="data")
+
+        (loss, (loss_state, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)  # no psum, no pmean
+        return optax.apply_updates(params, updates), opt_state, loss_state, loss
+
+    train_step = jax.jit(jax.shard_map(
+        local_step, mesh=mesh,
+        in_specs=(P(), P(), P(), P("data"), P("data")), out_specs=(P(), P(), P(), P()),
+    ))
+
+The gradient JAX computes inside the ``shard_map`` is already that of the global loss, the same
+on every device: ``psum`` would multiply it by the number of devices (``weince_loss`` explains).
 """
 
 from weince_core import WEINCEConfig

@@ -4,21 +4,30 @@
 ``nt_xent_forward`` and the gradient its analytic ``nt_xent_backward``, joined by one
 ``jax.custom_vjp``, so JAX differentiates the same formula as every other backend and keeps only
 the core's O(N d) residuals between the passes (``S`` is recomputed in the backward pass).
+
+On several devices (``axis_name`` inside ``jax.shard_map``, or rows sharded over Explicit mesh
+axes) the core gets ``Collectives`` built from ``jax.lax`` over the mesh axis: each device's
+rows against every device's, the global statistics, and the gradient of the global loss.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Hashable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import weince_core as wc
 from weince_core import WEINCEConfig
 
 Stats = dict[str, jax.Array]
+AxisName = Hashable | tuple[Hashable, ...]
 
 # A config is a pytree with no leaves and itself as static data: ``jax.jit(weince_loss)`` treats
 # it as a compile-time constant (a new config compiles again) without ``static_argnames``.
@@ -68,6 +77,8 @@ def weince_loss(
     z_j: jax.Array,
     state: WEINCEState,
     config: WEINCEConfig | None = WEINCEConfig.paper(),  # noqa: B008 (frozen: a safe default)
+    *,
+    axis_name: AxisName | None = None,
 ) -> tuple[jax.Array, tuple[WEINCEState, Stats]]:
     """``(loss, (new_state, stats))`` of the two-view WEINCE loss, ``L = L_blend + w L_topM``.
 
@@ -83,6 +94,32 @@ def weince_loss(
     traced like any JAX function. ``jax.jit(weince_loss, static_argnames="config")`` works too.
     float64 inputs compute in float64 (with ``jax_enable_x64``); float16 and bfloat16 in
     float32. Bad shapes or dtypes raise while tracing, before anything runs.
+
+    Several devices: the global batch is every device's rows in mesh order, and the loss, its
+    gradients, ``new_state`` and the summary statistics are those of one device with the whole
+    batch (the statistics span the global batch). Two ways:
+
+    * Under ``jax.jit`` on arrays whose rows are split over Explicit mesh axes
+      (``jax.make_mesh``'s default), e.g. ``NamedSharding(mesh, P("data", None))``: call it as
+      above. It runs the ``shard_map`` form below by itself; everything it returns is
+      replicated (per-anchor statistics in the single-device order) and the gradient is
+      sharded like ``z_i``. Over Auto axes XLA's partitioner shards the one-device program
+      (the same results, with more communication).
+    * Inside ``jax.shard_map``, with ``axis_name`` (a mesh axis or a tuple of them; static,
+      hence ``static_argnames=("config", "axis_name")`` if you ``jit`` this function itself):
+      ``z_i`` and ``z_j`` are this device's ``n`` rows (``in_specs=P(axis_name)``, ``n`` equal
+      on every device). The loss, ``new_state`` and the summary statistics are the global ones,
+      typed as replicated (``out_specs=P()``); the per-anchor ``lambda``, ``rho`` and ``d_aic``
+      are those of the local ``2n`` anchors, ``z_i``'s rows then ``z_j``'s. ``shard_map`` must
+      keep ``check_vma=True`` (its default; otherwise this raises), and run under ``jax.jit``.
+
+    The gradient rule (``shard_map``): as the loss is typed replicated, the gradient that JAX
+    computes inside the ``shard_map`` is already that of the global loss: the local rows get
+    ``dL/d(local rows)``, and replicated parameters (``in_specs=P()``) the full ``dL/dparams``,
+    equal on every device (JAX sums the devices' contributions itself, as the transpose of the
+    implicit ``pvary``). Do not ``psum`` parameter gradients: that multiplies them by the
+    number of devices (``pmean`` is harmless: it leaves a replicated value as it is). A
+    ``jax.grad`` taken outside the ``shard_map`` (loss ``out_specs=P()``) is exact as well.
     """
     config = _check_config(config)
     z_i, z_j = _as_jax_array("z_i", z_i), _as_jax_array("z_j", z_j)
@@ -90,45 +127,172 @@ def weince_loss(
         raise TypeError(
             f"state must be a WEINCEState from weince_jax.init_state; got {type(state).__name__}"
         )
+    if axis_name is not None:
+        axis_name = _check_axis_name(axis_name, z_i, z_j)
+        return _compiled_loss(z_i, z_j, state, config, axis_name)
+    rows = _explicit_row_axes(z_i, z_j)
+    if rows is not None:
+        return _explicitly_sharded_loss(z_i, z_j, state, config, rows)
     return _compiled_loss(z_i, z_j, state, config)
 
 
-@functools.partial(jax.jit, static_argnames="config")
+@functools.partial(jax.jit, static_argnames=("config", "axis_name"))
 def _compiled_loss(
-    z_i: jax.Array, z_j: jax.Array, state: WEINCEState, config: WEINCEConfig
+    z_i: jax.Array,
+    z_j: jax.Array,
+    state: WEINCEState,
+    config: WEINCEConfig,
+    axis_name: AxisName | None = None,
 ) -> tuple[jax.Array, tuple[WEINCEState, Stats]]:
-    loss, beta_t, stats = _loss(config, z_i.dtype, z_i, z_j, state.beta_t)
+    loss, beta_t, stats = _loss(config, z_i.dtype, axis_name, z_i, z_j, state.beta_t)
     return loss, (WEINCEState(beta_t), stats)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
 def _loss(
-    config: WEINCEConfig, dtype: Any, z_i: jax.Array, z_j: jax.Array, beta_t: jax.Array
+    config: WEINCEConfig,
+    dtype: Any,
+    axis_name: AxisName | None,
+    z_i: jax.Array,
+    z_j: jax.Array,
+    beta_t: jax.Array,
 ) -> tuple[jax.Array, jax.Array, Stats]:
     """``(loss, new_beta_t, stats)``; ``dtype`` (the inputs') is the gradient's dtype."""
-    loss, new_beta_t, stats, _ = wc.nt_xent_forward(z_i, z_j, beta_t, config)
+    collectives = _collectives(axis_name)
+    loss, new_beta_t, stats, _ = wc.nt_xent_forward(
+        z_i, z_j, beta_t, config, collectives=collectives
+    )
     return loss, new_beta_t, stats
 
 
 def _loss_forward(
-    config: WEINCEConfig, dtype: Any, z_i: jax.Array, z_j: jax.Array, beta_t: jax.Array
+    config: WEINCEConfig,
+    dtype: Any,
+    axis_name: AxisName | None,
+    z_i: jax.Array,
+    z_j: jax.Array,
+    beta_t: jax.Array,
 ) -> tuple[tuple[jax.Array, jax.Array, Stats], wc.NTXentResiduals]:
-    loss, new_beta_t, stats, residuals = wc.nt_xent_forward(z_i, z_j, beta_t, config)
+    collectives = _collectives(axis_name)
+    loss, new_beta_t, stats, residuals = wc.nt_xent_forward(
+        z_i, z_j, beta_t, config, collectives=collectives
+    )
     return (loss, new_beta_t, stats), residuals
 
 
 def _loss_backward(
     config: WEINCEConfig,
     dtype: Any,
+    axis_name: AxisName | None,
     residuals: wc.NTXentResiduals,
     cotangents: tuple[jax.Array, Any, Any],
 ) -> tuple[jax.Array, jax.Array, None]:
     grad_loss = cotangents[0]  # those of new_beta_t and stats are dropped: no gradient there
-    grad_i, grad_j = wc.nt_xent_backward(residuals, config, dtype=dtype, grad_output=grad_loss)
+    grad_i, grad_j = wc.nt_xent_backward(
+        residuals, config, dtype=dtype, grad_output=grad_loss, collectives=_collectives(axis_name)
+    )
     return grad_i, grad_j, None  # None: a zero cotangent for beta_t
 
 
 _loss.defvjp(_loss_forward, _loss_backward)
+
+
+def _collectives(axis_name: AxisName | None) -> wc.Collectives | None:
+    """The core's collectives over a ``shard_map`` axis (or axes), ``None`` for one device.
+
+    ``gather`` returns an invariant (replicated) array, so ``beta_t`` and the summary statistics
+    built from gathered rows are typed as equal on every device, like the ``psum``-ed loss.
+    """
+    if axis_name is None:
+        return None
+    return wc.Collectives(
+        rank=lax.axis_index(axis_name),
+        world_size=lax.axis_size(axis_name),
+        gather=lambda x: lax.all_gather(x, axis_name, axis=0, tiled=True, to="invarying"),
+        sum=lambda x: lax.psum(x, axis_name),
+        sum_scatter=lambda x: lax.psum_scatter(x, axis_name, scatter_dimension=0, tiled=True),
+    )
+
+
+def _check_axis_name(axis_name: Any, *arrays: jax.Array) -> AxisName:
+    """``axis_name`` as a hashable static argument, once it is known to be a manual axis (or
+    axes) over which ``arrays`` vary: their rows are split over it, in ``shard_map``."""
+    if isinstance(axis_name, list):
+        axis_name = tuple(axis_name)
+    names = axis_name if isinstance(axis_name, tuple) else (axis_name,)
+    try:
+        hash(axis_name)
+        if not names:
+            raise TypeError
+        lax.axis_size(axis_name)
+    except TypeError:
+        raise TypeError(
+            f"axis_name must be a mesh axis name or a tuple of them; got {axis_name!r}"
+        ) from None
+    except NameError:
+        raise ValueError(
+            f"axis_name={axis_name!r} is not bound here: weince_loss(..., axis_name=...) must "
+            "be called inside jax.shard_map over a mesh with that axis"
+        ) from None
+    for array in arrays:
+        if not set(names) <= _varying_axes(array):
+            raise ValueError(
+                f"with axis_name={axis_name!r}, z_i and z_j must be this device's rows, varying "
+                f"over {axis_name!r} (shard_map's in_specs=P({axis_name!r}) and check_vma=True, "
+                "its default: without these types JAX cannot tell that the loss is the same on "
+                "every device, and the gradients through shard_map come out wrong); got "
+                f"{jax.typeof(array)}"
+            )
+    return axis_name
+
+
+def _varying_axes(x: jax.Array) -> frozenset:
+    """The manual axes over which ``x`` varies (its type's ``{V:...}``; empty without checks)."""
+    aval = jax.typeof(x)
+    manual = getattr(aval, "manual_axis_type", None)  # jax >= 0.9; before, aval.vma
+    return frozenset(manual.varying if manual is not None else getattr(aval, "vma", ()))
+
+
+def _explicit_row_axes(z_i: jax.Array, z_j: jax.Array) -> AxisName | None:
+    """The Explicit mesh axes over which ``z_i``'s (else ``z_j``'s) rows are split, or None.
+
+    Only Explicit axes (``jax.sharding.AxisType.Explicit``, ``jax.make_mesh``'s default) are
+    part of an array's type while tracing; rows over Auto axes are left to XLA's partitioner.
+    """
+    for z in (z_i, z_j):
+        sharding = getattr(jax.typeof(z), "sharding", None)
+        spec = getattr(sharding, "spec", None)
+        if z.ndim == 2 and spec is not None and len(spec) and spec[0] is not None:
+            return spec[0]
+    return None
+
+
+@functools.partial(jax.jit, static_argnames=("config", "rows"))
+def _explicitly_sharded_loss(
+    z_i: jax.Array, z_j: jax.Array, state: WEINCEState, config: WEINCEConfig, rows: AxisName
+) -> tuple[jax.Array, tuple[WEINCEState, Stats]]:
+    """The ``shard_map`` form over the mesh axes ``rows``, with the single device's results:
+    the per-anchor statistics come back in the global order (``z_i``'s rows, then ``z_j``'s).
+    """
+    mesh = jax.typeof(z_i).sharding.mesh
+
+    def reshard(x: jax.Array, *spec: Any) -> jax.Array:
+        return jax.sharding.reshard(x, NamedSharding(mesh, P(*spec)))
+
+    z_i, z_j = reshard(z_i, rows, None), reshard(z_j, rows, None)
+
+    def local(z_i: jax.Array, z_j: jax.Array, beta_t: jax.Array) -> Any:
+        loss, (state, stats) = _compiled_loss(z_i, z_j, WEINCEState(beta_t), config, rows)
+        per_anchor = {k: jnp.reshape(v, (2, -1)) for k, v in stats.items() if v.ndim}
+        return loss, state.beta_t, {k: v for k, v in stats.items() if not v.ndim}, per_anchor
+
+    out_specs = (P(), P(), P(), P(None, rows))
+    loss, beta_t, stats, per_anchor = jax.shard_map(
+        local, mesh=mesh, in_specs=(P(rows), P(rows), P()), out_specs=out_specs
+    )(z_i, z_j, reshard(state.beta_t))
+    for key, value in per_anchor.items():
+        stats[key] = jnp.reshape(reshard(value, None, None), (-1,))
+    return loss, (WEINCEState(beta_t), stats)
 
 
 def _as_jax_array(name: str, value: Any) -> jax.Array:
