@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
-# The JAX adapter's GPU checks (issue 4): the `gpu` tests of tests/jax_adapter (reference vectors, CPU
-# equality, placement), then benchmarks/jax_speed.py: forward + backward against a minimal
-# jitted InfoNCE at 2N = 2048 and 8192 (the goal: paper <= 2.0x at 8192), and the tail
-# selections at 8192 (random and clustered inputs). Logs and JSON land in $OUT (default ./weince-out/jax). About 5 minutes; each
-# stage has its own limit, together 550 s at most.
+# The JAX adapter's GPU checks (issue 4): the `gpu` tests of tests/jax_adapter (reference vectors,
+# CPU equality, placement), then `weince bench --backends jax --devices cuda`: forward + backward
+# against a minimal jitted InfoNCE at 2N = 2048 and 8192 (the goal: paper <= 2.0x at 8192), and
+# the paper preset at 8192 on clustered inputs (the hard case for the tail selections; the
+# selection primitives alone: benchmarks/gpu_primitives.py). Logs and JSON land in $OUT (default
+# ./weince-out/jax). About 5 minutes; each stage has its own limit, together 490 s at most.
 #
 # From the repository root on a machine with a CUDA build of jax:
 #     bash benchmarks/gpu_check_jax.sh
 # With a proposed core in .device/core_jax/weince_core, the speed benchmark runs once more with
 # it. Reference vectors: ../shared/golden, WEINCE_GOLDEN, or a copy in .device/golden. Packages
-# the machine lacks (array-api-compat) may come as wheels in .whl/. SPEED_SIZES and
-# SELECTION_SIZE shrink the runs (a dry run on a CPU).
+# the machine lacks (array-api-compat) may come as wheels in .whl/. SPEED_SIZES shrinks the runs
+# (a dry run on a CPU: add DEVICES=cpu).
 set -uo pipefail
 OUT=${OUT:-weince-out/jax}
 PY=${PYTHON:-python3}
 SPEED_SIZES=${SPEED_SIZES:-2048 8192}
-SELECTION_SIZE=${SELECTION_SIZE:-8192}
+DEVICES=${DEVICES:-cuda}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # tests/conftest.py may probe torch's GPU as well
@@ -37,17 +38,16 @@ stage() {  # stage SECONDS NAME COMMAND...: run it with a time limit, its log in
 }
 stage 30 devices "$PY" -c "import jax, jaxlib; print(jax.__version__, jaxlib.__version__, jax.devices())"
 stage 150 pytest_gpu "$PY" -m pytest tests/jax_adapter -m gpu -q -rs -s -p no:cacheprovider --durations=5
+BENCH=("$PY" -m weince bench --backends jax --devices "$DEVICES" --dtypes float32)
 # shellcheck disable=SC2086  # the sizes are separate words
-stage 110 jax_speed "$PY" benchmarks/jax_speed.py --sizes $SPEED_SIZES --json "$OUT/jax_speed.json"
-stage 60 jax_selection "$PY" benchmarks/jax_speed.py --selection --sizes "$SELECTION_SIZE" \
-  --repeats 10 --json "$OUT/jax_selection.json"
-stage 60 jax_selection_clustered "$PY" benchmarks/jax_speed.py --selection --inputs clustered \
-  --sizes "$SELECTION_SIZE" --repeats 10 --json "$OUT/jax_selection_clustered.json"
+stage 110 jax_speed "${BENCH[@]}" --sizes $SPEED_SIZES --json "$OUT/jax_speed.json"
+stage 60 jax_speed_clustered "${BENCH[@]}" --sizes "${SPEED_SIZES##* }" --presets paper \
+  --inputs clustered --repeats 10 --json "$OUT/jax_speed_clustered.json"
 if [ -d .device/core_jax/weince_core ]; then  # a proposed core, measured on the same machine
   # shellcheck disable=SC2086
-  PYTHONPATH=$PWD/.device/core_jax:$PYTHONPATH stage 90 jax_speed_core_jax "$PY" \
-    benchmarks/jax_speed.py --sizes $SPEED_SIZES --json "$OUT/jax_speed_core_jax.json"
-  PYTHONPATH=$PWD/.device/core_jax:$PYTHONPATH stage 50 jax_speed_core_jax_clustered "$PY" \
-    benchmarks/jax_speed.py --sizes "${SPEED_SIZES##* }" --presets paper --inputs clustered
+  PYTHONPATH=$PWD/.device/core_jax:$PYTHONPATH stage 90 jax_speed_core_jax "${BENCH[@]}" \
+    --sizes $SPEED_SIZES --json "$OUT/jax_speed_core_jax.json"
+  PYTHONPATH=$PWD/.device/core_jax:$PYTHONPATH stage 50 jax_speed_core_jax_clustered \
+    "${BENCH[@]}" --sizes "${SPEED_SIZES##* }" --presets paper --inputs clustered
 fi
 exit $status

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The PyTorch adapter's GPU checks, in one go: the `gpu` tests of tests/torch_adapter (CUDA equality with
 # CPU float64, no host synchronisation, every tensor on the GPU, torch.compile on CUDA, autocast)
-# and the speed and memory figures of benchmarks/torch_speed.py (fp32 and bf16, eager and
-# compiled). Its logs (and one JSON file) land in $OUT (default ./weince-out). With a proposed
-# core in .device/core_opt/weince_core, the fp32 benchmark runs once more with that core.
+# and the speed and memory figures of `weince bench --backends torch --devices cuda` (fp32 and
+# bf16, eager and compiled). Its logs (and one JSON file) land in $OUT (default ./weince-out).
+# With a proposed core in .device/core_opt/weince_core, the fp32 benchmark runs once more with it.
 #
 # From the repository root on a machine with a CUDA GPU:
 #     bash benchmarks/gpu_check_torch.sh
@@ -35,16 +35,17 @@ status=0
   timeout 240 "$PY" -m pytest tests/torch_adapter -m gpu -q -rs -p no:cacheprovider --durations=5
 } 2>&1 | tee "$OUT/pytest_gpu.log" || status=1
 
-bench() {  # bench SECONDS NAME ARGS...: one benchmark run, its table in $OUT/NAME.log
+bench() {  # bench SECONDS NAME ARGS...: one `weince bench` run, its table in $OUT/NAME.log
   local seconds=$1 name=$2
   shift 2
-  timeout "$seconds" "$PY" benchmarks/torch_speed.py --device cuda --dim 128 "$@" 2>&1 \
+  timeout "$seconds" "$PY" -m weince bench --backends torch --devices cuda --dim 128 "$@" 2>&1 \
     | tee "$OUT/$name.log" || status=1
 }
-bench 100 torch_speed_fp32 --sizes 512 2048 8192 --json "$OUT/torch_speed_fp32.json"
-bench 60 torch_speed_bf16 --dtype bfloat16 --sizes 2048 8192
-bench 110 torch_speed_compiled --sizes 8192 --presets paper --compile --repeats 30
+bench 100 torch_speed_fp32 --dtypes float32 --sizes 512 2048 8192 --json "$OUT/torch_speed_fp32.json"
+bench 60 torch_speed_bf16 --dtypes bfloat16 --sizes 2048 8192
+bench 110 torch_speed_compiled --dtypes float32 --sizes 8192 --presets paper --compile --repeats 30
 if [ -d .device/core_opt/weince_core ]; then  # a proposed core, measured on the same machine
-  PYTHONPATH=$PWD/.device/core_opt:$PYTHONPATH bench 70 torch_speed_fp32_core_opt --sizes 2048 8192
+  PYTHONPATH=$PWD/.device/core_opt:$PYTHONPATH bench 70 torch_speed_fp32_core_opt \
+    --dtypes float32 --sizes 2048 8192
 fi
 exit $status

@@ -8,15 +8,25 @@ framework (normalize, ``U U^T / 0.5``, diagonal masked, cross-entropy against th
 hand-written gradient in CuPy). Every ratio is time / floor time of the same framework, device,
 dtype and size, measured in the same process.
 
-Method: inputs are two correlated views of ``N = 2N / 2`` rows of dimension ``d``; each step is
+With ``--compile`` (PyTorch only), the floor and every preset also run under
+``torch.compile(fullgraph=True)``: extra rows ``floor compiled``, ``paper compiled``, ... whose
+ratio is, like every other row's, to the eager floor (compiled against compiled: divide by the
+``floor compiled`` row). Compilation happens in the warm-up steps and is not timed.
+
+Method: inputs are two correlated views of ``N = 2N / 2`` rows of dimension ``d``, the same
+NumPy draw for every framework: Gaussian (``--inputs random``, the default), or tight clusters
+of unequal spread as late in training (``--inputs clustered``: rows of a tight cluster hold
+many of the batch's largest similarities, the hard case for the tail selections). Each step is
 warmed up (JAX compilation included), then the methods take turns, one timed step each per
 round, so drift in the machine's speed hits them alike. Synchronization: CUDA events around the
 step for PyTorch on CUDA and for CuPy; wall clock around ``jax.block_until_ready`` for JAX;
 wall clock for PyTorch on CPU. Reported: median, min, max and interquartile range over the
 rounds. Matrix products run in full float32 (TF32 off). Peak memory: on CUDA with PyTorch,
 ``torch.cuda.max_memory_allocated`` over one step (inputs included); on CPU, the growth of the
-process's peak resident memory (``ru_maxrss``) during the method's first steps -- process-wide,
-so a method that peaks below an earlier one shows 0; elsewhere not measured.
+process's peak resident memory during the method's warm-up steps (on Linux, freed heap memory
+is handed back and the peak, VmHWM, reset before each method; elsewhere ``ru_maxrss``,
+process-wide, so a method that peaks below an earlier one shows 0), compilation included;
+elsewhere not measured.
 
 Defaults: 2N in {512, 2048, 8192} on GPU and {512, 2048} on CPU, d = 128, float32 everywhere
 plus bfloat16 on GPU (CuPy: float32 only).
@@ -25,6 +35,7 @@ plus bfloat16 on GPU (CuPy: float32 only).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import importlib.util
 import json
 import platform
@@ -32,9 +43,12 @@ import resource
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 BACKENDS = ("torch", "jax", "cupy")
 ADAPTERS = {"torch": "weince_torch", "jax": "weince_jax", "cupy": "weince_cupy"}
@@ -42,6 +56,8 @@ DEVICES = ("cpu", "cuda")
 DTYPES = ("float32", "bfloat16", "float16")
 PRESETS = ("infonce", "blend", "paper")
 FLOOR = "floor"
+COMPILED = " compiled"  # suffix of the methods run under torch.compile (--compile)
+INPUTS = ("random", "clustered")
 METHODS = (FLOOR, *PRESETS)
 SIZES = {"cpu": [512, 2048], "cuda": [512, 2048, 8192]}
 TEMPERATURE = 0.5
@@ -72,6 +88,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--presets", nargs="+", choices=PRESETS, default=list(PRESETS), help="WEINCE presets"
     )
     parser.add_argument(
+        "--inputs", choices=INPUTS, default="random", help="Gaussian views (default) or clusters"
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="PyTorch: also time the floor and presets under torch.compile (extra rows)",
+    )
+    parser.add_argument(
         "--threads", type=int, help="PyTorch CPU threads (default: PyTorch's own choice)"
     )
     parser.add_argument("--json", metavar="PATH", help="write the rows (and metadata) as JSON")
@@ -100,10 +124,46 @@ def summarize(times_ms: list[float]) -> dict[str, float]:
     }
 
 
+def reset_peak_rss() -> bool:
+    """Linux: set the process's peak resident memory (VmHWM) back to its current size, after
+    handing freed heap memory back (glibc's ``malloc_trim``: else a method reuses memory that an
+    earlier one freed, and its growth does not show). False where the peak cannot be reset."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as file:
+            file.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_rss_mib() -> float:
-    """The whole process's peak resident memory so far (``ru_maxrss``: KiB on Linux)."""
-    scale = 2**20 if sys.platform == "darwin" else 2**10  # macOS reports bytes
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+    """The process's peak resident memory: VmHWM where Linux has it, else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as file:
+            return next(int(line.split()[1]) for line in file if line.startswith("VmHWM:")) / 2**10
+    except (OSError, StopIteration):
+        scale = 2**20 if sys.platform == "darwin" else 2**10  # macOS reports bytes, Linux KiB
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def views(size: int, dim: int, inputs: str = "random") -> tuple[np.ndarray, np.ndarray]:
+    """Two correlated float32 views of ``size // 2`` rows: Gaussian, or 10 clusters whose
+    spreads range from 0.2 to 2 (``clustered``)."""
+    rng = np.random.default_rng(0)
+    n = size // 2
+    if inputs == "clustered":
+        labels = rng.integers(0, 10, n)
+        centers = rng.standard_normal((10, dim))[labels]
+        z_i = centers + np.linspace(0.2, 2.0, 10)[labels, None] * rng.standard_normal((n, dim))
+        z_j = z_i + 0.3 * rng.standard_normal((n, dim))
+    else:
+        z_i = rng.standard_normal((n, dim))
+        z_j = z_i + 0.5 * rng.standard_normal((n, dim))
+    return z_i.astype(np.float32), z_j.astype(np.float32)
 
 
 @dataclass
@@ -114,7 +174,8 @@ class Target:
     device: str
     device_name: str
     dtypes: list[str]
-    make_steps: Callable[[int, int, str, list[str]], dict[str, Step]]
+    # (z_i, z_j as NumPy float32, dtype, presets, compiled) -> the steps by method name
+    make_steps: Callable[[np.ndarray, np.ndarray, str, list[str], bool], dict[str, Step]]
     time_ms: Callable[[Step], float]
     gpu_peak_mib: Callable[[Step], float] | None = None
 
@@ -134,32 +195,42 @@ def torch_targets(devices: list[str], threads: int | None = None) -> Iterator[Ta
 
     from weince_torch import WEINCEConfig, WEINCELoss
 
-    def make_steps(size: int, dim: int, dtype: str, presets: list[str], device: str) -> dict:
-        generator = torch.Generator(device="cpu").manual_seed(0)
-        n = size // 2
-        z_i = torch.randn(n, dim, generator=generator)
-        z_j = z_i + 0.5 * torch.randn(n, dim, generator=generator)
-        z_i = z_i.to(device=device, dtype=getattr(torch, dtype)).requires_grad_(True)
-        z_j = z_j.to(device=device, dtype=getattr(torch, dtype)).requires_grad_(True)
-        target = (torch.arange(size, device=device) + n) % size
+    def make_steps(
+        a: Any, b: Any, dtype: str, presets: list[str], compiled: bool, device: str
+    ) -> dict:
+        z_i, z_j = (
+            torch.from_numpy(z).to(device=device, dtype=getattr(torch, dtype)).requires_grad_(True)
+            for z in (a, b)
+        )
+        size = 2 * len(a)
+        target = (torch.arange(size, device=device) + size // 2) % size
         self_mask = torch.eye(size, dtype=torch.bool, device=device)
 
-        def floor() -> None:
-            z_i.grad = z_j.grad = None
+        def floor(z_i: Any, z_j: Any) -> Any:
             z = F.normalize(torch.cat([z_i, z_j]), dim=1)
             logits = (z @ z.T / TEMPERATURE).masked_fill(self_mask, float("-inf"))
-            F.cross_entropy(logits, target).backward()
+            return F.cross_entropy(logits, target)
 
-        steps: dict[str, Step] = {FLOOR: floor}
-        for preset in presets:
-            criterion = WEINCELoss(WEINCEConfig.preset(preset)).to(device)
+        def loss_of(method: str) -> Any:  # a fresh criterion each: no state shared
+            return floor if method == FLOOR else WEINCELoss(WEINCEConfig.preset(method)).to(device)
 
-            def step(criterion: Any = criterion) -> None:
+        methods = [FLOOR, *presets]
+        losses = {method: loss_of(method) for method in methods}
+        if compiled:
+            torch._dynamo.reset()  # static shapes, compiled afresh for each size and dtype
+            warnings.filterwarnings("ignore", "Dynamo detected a call to a `functools.lru_cache")
+            for method in methods:
+                compiled_loss = torch.compile(loss_of(method), fullgraph=True, dynamic=False)
+                losses[method + COMPILED] = compiled_loss
+
+        def step(loss: Any) -> Step:
+            def run() -> None:
                 z_i.grad = z_j.grad = None
-                criterion(z_i, z_j).backward()
+                loss(z_i, z_j).backward()
 
-            steps[preset] = step
-        return steps
+            return run
+
+        return {method: step(loss) for method, loss in losses.items()}
 
     def cuda_ms(step: Step) -> float:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -223,13 +294,11 @@ def jax_targets(devices: list[str], threads: int | None = None) -> Iterator[Targ
     grad_floor = jax.value_and_grad(minimal_infonce, argnums=(0, 1))
     grad_weince = jax.value_and_grad(weince_jax.weince_loss, argnums=(0, 1), has_aux=True)
 
-    def make_steps(size: int, dim: int, dtype: str, presets: list[str], device: Any) -> dict:
+    def make_steps(
+        a: Any, b: Any, dtype: str, presets: list[str], compiled: bool, device: Any
+    ) -> dict:
         with jax.default_device(device), jax.default_matmul_precision("highest"):
-            key_i, key_j = jax.random.split(jax.random.key(0))
-            z_i = jax.random.normal(key_i, (size // 2, dim), dtype=jnp.float32)
-            z_j = z_i + 0.5 * jax.random.normal(key_j, (size // 2, dim), dtype=jnp.float32)
-            z_i = jax.device_put(z_i.astype(getattr(jnp, dtype)), device)
-            z_j = jax.device_put(z_j.astype(getattr(jnp, dtype)), device)
+            z_i, z_j = (jax.device_put(jnp.asarray(z, getattr(jnp, dtype)), device) for z in (a, b))
             floor = jax.jit(grad_floor)
             steps: dict[str, Step] = {FLOOR: lambda: floor(z_i, z_j)}
             for preset in presets:
@@ -305,11 +374,8 @@ def cupy_targets(devices: list[str], threads: int | None = None) -> Iterator[Tar
     except cupy.cuda.runtime.CUDARuntimeError:
         return
 
-    def make_steps(size: int, dim: int, dtype: str, presets: list[str]) -> dict:
-        rng = cupy.random.default_rng(0)
-        z_i = rng.standard_normal((size // 2, dim), dtype=cupy.float32)
-        z_j = z_i + 0.5 * rng.standard_normal((size // 2, dim), dtype=cupy.float32)
-        z_i, z_j = z_i.astype(dtype), z_j.astype(dtype)
+    def make_steps(a: Any, b: Any, dtype: str, presets: list[str], compiled: bool) -> dict:
+        z_i, z_j = cupy.asarray(a, dtype), cupy.asarray(b, dtype)
         steps: dict[str, Step] = {FLOOR: lambda: minimal_infonce_value_and_grad(cupy, z_i, z_j)}
         for preset in presets:
             config = wc.WEINCEConfig.preset(preset)
@@ -352,9 +418,12 @@ def bench_target(target: Target, args: argparse.Namespace) -> list[dict[str, Any
     rows = []
     for dtype in dtypes:
         for size in sizes:
-            steps = target.make_steps(size, args.dim, dtype, list(args.presets))
+            z_i, z_j = views(size, args.dim, args.inputs)
+            compiled = args.compile and target.backend == "torch"
+            steps = target.make_steps(z_i, z_j, dtype, list(args.presets), compiled)
             peaks: dict[str, float | None] = {}
             for name, step in steps.items():
+                resettable = reset_peak_rss()
                 before = peak_rss_mib()
                 for _ in range(max(1, args.warmup)):
                     target.time_ms(step)
@@ -376,27 +445,28 @@ def bench_target(target: Target, args: argparse.Namespace) -> list[dict[str, Any
                     "preset": name,
                     "size": size,
                     "dim": args.dim,
+                    "inputs": args.inputs,
                     "repeats": args.repeats,
                     **stats[name],
                     "ratio": stats[name]["median_ms"] / floor,
                     "peak_mib": peaks[name],
-                    "peak_kind": peak_kind(target),
+                    "peak_kind": peak_kind(target, resettable),
                 }
                 rows.append(row)
                 print(format_row(row), flush=True)
     return rows
 
 
-def peak_kind(target: Target) -> str | None:
+def peak_kind(target: Target, resettable: bool) -> str | None:
     if target.gpu_peak_mib is not None:
         return "torch.cuda.max_memory_allocated"
     if target.device == "cpu":
-        return "ru_maxrss growth (process-wide)"
+        return "VmHWM growth" if resettable else "ru_maxrss growth (process-wide)"
     return None
 
 
 HEADER = (
-    f"{'backend':7s} {'device':6s} {'dtype':9s} {'2N':>6} {'preset':8s} {'median ms':>10} "
+    f"{'backend':7s} {'device':6s} {'dtype':9s} {'2N':>6} {'method':16s} {'median ms':>10} "
     f"{'min':>9} {'max':>9} {'IQR':>8} {'ratio':>6} {'peak MiB':>9}"
 )
 
@@ -406,13 +476,14 @@ def format_row(row: dict[str, Any]) -> str:
     peak_text = f"{peak:9.1f}" if peak is not None else f"{'-':>9}"
     return (
         f"{row['backend']:7s} {row['device']:6s} {row['dtype']:9s} {row['size']:6d} "
-        f"{row['preset']:8s} {row['median_ms']:10.2f} {row['min_ms']:9.2f} {row['max_ms']:9.2f} "
+        f"{row['preset']:16s} {row['median_ms']:10.2f} {row['min_ms']:9.2f} {row['max_ms']:9.2f} "
         f"{row['q3_ms'] - row['q1_ms']:8.2f} {row['ratio']:6.2f} {peak_text}"
     )
 
 
 def row_key(row: dict[str, Any]) -> tuple:
-    return (row["backend"], row["device"], row["dtype"], row["preset"], row["size"], row["dim"])
+    fields = ("backend", "device", "dtype", "preset", "size", "dim")
+    return (*(row[f] for f in fields), row.get("inputs", "random"))
 
 
 def compare(rows: list[dict[str, Any]], path: str) -> None:
@@ -423,7 +494,7 @@ def compare(rows: list[dict[str, Any]], path: str) -> None:
     old = {row_key(r): r for r in earlier_rows if isinstance(r, dict) and "median_ms" in r}
     print(f"\nchange against {path}:")
     print(
-        f"{'backend':7s} {'device':6s} {'dtype':9s} {'2N':>6} {'preset':8s} {'was ms':>9} "
+        f"{'backend':7s} {'device':6s} {'dtype':9s} {'2N':>6} {'method':16s} {'was ms':>9} "
         f"{'now ms':>9} {'change':>8} {'was ratio':>9} {'now ratio':>9}"
     )
     matched = 0
@@ -435,7 +506,7 @@ def compare(rows: list[dict[str, Any]], path: str) -> None:
         change = 100 * (row["median_ms"] / before["median_ms"] - 1)
         print(
             f"{row['backend']:7s} {row['device']:6s} {row['dtype']:9s} {row['size']:6d} "
-            f"{row['preset']:8s} {before['median_ms']:9.2f} {row['median_ms']:9.2f} "
+            f"{row['preset']:16s} {before['median_ms']:9.2f} {row['median_ms']:9.2f} "
             f"{change:+7.1f}% {before['ratio']:9.2f} {row['ratio']:9.2f}"
         )
     if not matched:
@@ -443,7 +514,8 @@ def compare(rows: list[dict[str, Any]], path: str) -> None:
 
 
 def plot(rows: list[dict[str, Any]], path: str) -> None:
-    """Log-log median time vs 2N: one line per backend/device/dtype and preset."""
+    """Log-log median time vs 2N: one line per backend/device/dtype and method (compiled:
+    dash-dot, crosses)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -458,12 +530,13 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
         groups.setdefault(key, []).append(row)
     for (backend, device, dtype, preset), group in groups.items():
         group.sort(key=lambda r: r["size"])
+        compiled = preset.endswith(COMPILED)
         axes.plot(
             [r["size"] for r in group],
             [r["median_ms"] for r in group],
-            marker="o",
-            linestyle=styles.get(backend, "-"),
-            color=colors.get(preset),
+            marker="x" if compiled else "o",
+            linestyle="-." if compiled else styles.get(backend, "-"),
+            color=colors.get(preset.removesuffix(COMPILED)),
             label=f"{backend} {device} {dtype} {preset}",
         )
     axes.set_xscale("log", base=2)
@@ -484,6 +557,8 @@ def run(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     found = False
     print(f"d = {args.dim}, {args.repeats} timed rounds after {args.warmup} warm-up steps")
+    if args.compile and set(backends) - {"torch"}:
+        print("--compile applies to PyTorch only (the JAX steps are always jitted)")
     print(HEADER)
     for backend in backends:
         if not installed(backend):
@@ -496,7 +571,10 @@ def run(args: argparse.Namespace) -> int:
     if not found:
         print("no installed backend on the requested devices", file=sys.stderr)
         return 1
-    if any(r["peak_kind"] and r["peak_kind"].startswith("ru_maxrss") for r in rows):
+    kinds = {r["peak_kind"] for r in rows if r["device"] == "cpu"}
+    if "VmHWM growth" in kinds:
+        print("CPU peak MiB: growth of the peak resident memory (VmHWM) during warm-up")
+    if any(kind and kind.startswith("ru_maxrss") for kind in kinds):
         print(
             "CPU peak MiB: growth of ru_maxrss during warm-up, process-wide "
             "(0 when an earlier step already peaked higher)"

@@ -1,4 +1,5 @@
-"""``weince bench``: a tiny run end to end (rows, ratios, floor, JSON, plot, --compare)."""
+"""``weince bench``: a tiny run end to end (rows, ratios, floor, JSON, plot, --compare,
+--compile, --inputs). Structure only, never speed."""
 
 from __future__ import annotations
 
@@ -83,6 +84,31 @@ def test_smoke_json_plot_compare(tmp_path: Path, capsys: pytest.CaptureFixture[s
     text = capsys.readouterr().out
     assert f"change against {out}" in text
     assert "%" in text.split("change against")[1]
+
+
+@pytest.mark.skipif(not bench.installed("torch"), reason="--compile needs PyTorch")
+@pytest.mark.usefixtures("torch_threads_restored")
+def test_compile_adds_compiled_rows_against_the_eager_floor(tmp_path: Path) -> None:
+    """``--compile``: a compiled twin of the floor and of each preset, ratios to the eager floor
+    (one cheap preset: each compiled method costs seconds of compilation)."""
+    out = tmp_path / "bench.json"
+    argv = ["--backends", "torch", "--devices", "cpu", "--sizes", "32", "--presets", "infonce"]
+    argv += ["--repeats", "1", "--warmup", "1", "--threads", "1", "--inputs", "clustered"]
+    assert run_bench(*argv, "--compile", "--json", str(out)) == 0
+    rows = {r["preset"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"floor", "infonce", "floor compiled", "infonce compiled"}
+    floor_ms = rows["floor"]["median_ms"]
+    for row in rows.values():
+        assert row["inputs"] == "clustered" and row["backend"] == "torch"
+        assert row["ratio"] == pytest.approx(row["median_ms"] / floor_ms)
+
+
+@pytest.mark.parametrize("inputs", bench.INPUTS)
+def test_views_are_two_correlated_float32_views(inputs: str) -> None:
+    z_i, z_j = bench.views(16, 8, inputs)
+    assert z_i.shape == z_j.shape == (8, 8) and z_i.dtype == z_j.dtype == np.float32
+    assert np.array_equal(z_i, bench.views(16, 8, inputs)[0])  # the same draw every time
+    assert np.corrcoef(z_i.ravel(), z_j.ravel())[0, 1] > 0.5
 
 
 def test_cupy_floor_gradient_matches_autograd() -> None:
