@@ -12,6 +12,7 @@ from array_api_compat import array_namespace, device
 
 from .collectives import Collectives
 from .config import WEINCEConfig
+from .ops import symmetrized_product
 from .rows import RowsResiduals, rows_backward, rows_forward
 from .validation import check_pair, compute_dtype
 
@@ -31,10 +32,9 @@ class NTXentResiduals(NamedTuple):
     rows: RowsResiduals
 
 
-def _two_view_rows(anchors: Array, total: int, xp: Namespace) -> tuple[Array, Array]:
+def _two_view_rows(anchors: Array, total: int) -> tuple[Array, Array]:
     """Positive columns ``(a + N) mod 2N`` of the anchors, and each anchor's own column."""
-    columns = xp.arange(total, device=device(anchors))
-    return (anchors + total // 2) % total, anchors[:, None] == columns[None, :]
+    return (anchors + total // 2) % total, anchors[:, None]
 
 
 def _join_views(u_i: Array, u_j: Array, collectives: Collectives | None, xp: Namespace) -> Array:
@@ -72,7 +72,7 @@ def nt_xent_forward(
     offset = 0 if collectives is None else collectives.rank * n
     own = xp.arange(n, device=device(u)) + offset
     anchors = xp.concat([own, own + total // 2])
-    positive, excluded = _two_view_rows(anchors, total, xp)
+    positive, excluded = _two_view_rows(anchors, total)
     loss, beta_t, stats, rows = rows_forward(
         u @ u_all.T,
         positive,
@@ -106,10 +106,10 @@ def nt_xent_backward(
     xp = array_namespace(u)
     n = u.shape[0] // 2
     total = u_all.shape[0]
-    positive, excluded = _two_view_rows(residuals.anchors, total, xp)
+    positive, excluded = _two_view_rows(residuals.anchors, total)
     d_sim = rows_backward(u @ u_all.T, positive, excluded, residuals.rows, config, total_rows=total)
-    if collectives is None:  # u_all is u: one product with dL/dS + (dL/dS)^T
-        g_u = (d_sim + d_sim.T) @ u
+    if collectives is None:  # u_all is u: dL/dS and (dL/dS)^T both multiply u
+        g_u = symmetrized_product(d_sim, u, xp)
     else:
         half = total // 2
         as_candidates = d_sim.T @ u

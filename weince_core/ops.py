@@ -75,17 +75,41 @@ def largest(x: Array, k: int, xp: Namespace, *, row_top: Array | None = None) ->
     """
     if is_jax_namespace(xp):
         return _largest_jax(x, k, row_top)
-    x = xp.reshape(x, (-1,))
     if is_torch_namespace(xp) and x.device.type == "cpu":
-        torch = sys.modules["torch"]
-        chunks = min(8, x.shape[0] // (4 * k))
-        if chunks >= 2:
-            # The k largest of each chunk hold the k largest of all, and torch selects in the
-            # chunks in parallel (one long row is one thread); the values are the same.
-            size = -(-x.shape[0] // chunks)
-            padded = torch.nn.functional.pad(x, (0, size * chunks - x.shape[0]), value=-math.inf)
-            x = torch.topk(padded.view(chunks, size), k, sorted=False).values.reshape(-1)
-    return top_k(x, k, xp)[0]
+        return _largest_torch_cpu(x, k, row_top)
+    return top_k(xp.reshape(x, (-1,)), k, xp)[0]
+
+
+def _largest_torch_cpu(x: Array, k: int, row_top: Array | None) -> Array:
+    """PyTorch on the CPU, where a branch on a value costs no device synchronisation (under
+    ``torch.compile`` it is a ``torch.cond``, so the graph does not break):
+
+    1. the ``k`` largest of ``row_top``, exact when no row's smallest kept entry exceeds
+       their ``k``-th largest (as on JAX);
+    2. otherwise the ``k`` largest of the ``k`` largest of a few chunks, selected in parallel
+       (one long row is one thread), then of those.
+    """
+    torch = sys.modules["torch"]
+    flat = x.reshape(-1)
+
+    def from_chunks() -> Array:
+        chunks = min(8, flat.shape[0] // (4 * k))
+        if chunks < 2:
+            return torch.topk(flat, k).values
+        size = -(-flat.shape[0] // chunks)
+        padded = torch.nn.functional.pad(flat, (0, size * chunks - flat.shape[0]), value=-math.inf)
+        survivors = torch.topk(padded.view(chunks, size), k, sorted=False).values
+        return torch.topk(survivors.reshape(-1), k).values
+
+    if row_top is None or row_top.numel() < k:
+        return from_chunks()
+    candidates = torch.topk(row_top.reshape(-1), k).values
+    exact = torch.all(row_top[:, -1] <= candidates[-1])
+    if torch.compiler.is_compiling():
+        return torch.cond(exact, lambda: candidates.clone(), from_chunks)
+    # Eager, a plain branch: ``exact`` is in host memory already, and torch.cond outside a
+    # compiled graph refuses the dispatch modes (FLOP counters, tracers) users may run under.
+    return candidates if bool(exact) else from_chunks()
 
 
 def _largest_jax(x: Array, k: int, row_top: Array | None) -> Array:
@@ -169,6 +193,40 @@ def _ordered_key(x: Array) -> Array:
 
 def _from_key(key: Array, dtype: Any) -> Array:
     return sys.modules["jax"].lax.bitcast_convert_type(_ordered_key(key), dtype)
+
+
+def symmetrized_product(matrix: Array, x: Array, xp: Namespace) -> Array:
+    """``(matrix + matrix^T) @ x`` for a square ``matrix``.
+
+    On a CPU two products are faster than one product and a transposed pass over ``matrix``
+    (BLAS reads the transpose in place); on a GPU the pass is the cheaper of the two.
+    """
+    on_cpu = (is_torch_namespace(xp) and matrix.device.type == "cpu") or is_numpy_namespace(xp)
+    if on_cpu:
+        return matrix @ x + matrix.T @ x
+    return (matrix + matrix.T) @ x
+
+
+def mask_columns(matrix: Array, columns: Array, xp: Namespace) -> Array:
+    """``matrix`` with ``-inf`` at ``(r, columns[r, m])``: columns that are no candidates.
+
+    Like ``add_at_columns``, ``matrix`` must be a temporary: it is updated in place where the
+    backend allows, which costs a pass over the ``R x E`` entries instead of the ``R x C``.
+    """
+    rows = matrix.shape[0]
+    if is_torch_namespace(xp):
+        return matrix.scatter_(1, columns, -math.inf)
+    if is_jax_namespace(xp):
+        jnp = sys.modules["jax.numpy"]
+        return matrix.at[jnp.arange(rows)[:, None], columns].set(-math.inf)
+    if is_numpy_namespace(xp) or is_cupy_namespace(xp):
+        native = sys.modules["cupy" if is_cupy_namespace(xp) else "numpy"]
+        matrix[native.arange(rows)[:, None], columns] = -math.inf
+        return matrix
+    all_columns = xp.arange(matrix.shape[1], device=device(matrix))[None, :]
+    for m in range(columns.shape[1]):
+        matrix = xp.where(all_columns == columns[:, m : m + 1], -math.inf, matrix)
+    return matrix
 
 
 def add_at_columns(matrix: Array, columns: Array, values: Array, xp: Namespace) -> Array:

@@ -1,7 +1,7 @@
 """The loss on the general rows form (SPEC.md sections 2, 3 and 6).
 
 Every pairing form reduces to rows: a similarity matrix ``sim`` (anchors x candidates), the column
-of each row's positive, and a mask of excluded columns (not candidates at all, like an anchor
+of each row's positive, and the columns each row excludes (not candidates at all, like an anchor
 itself). The remaining columns are the row's negatives, ``num_negatives`` of them in every row.
 
 ``rows_forward`` keeps only per-row residuals; ``rows_backward`` recomputes the rest from
@@ -18,7 +18,7 @@ from array_api_compat import array_namespace, device
 from . import stats as tail
 from .collectives import Collectives, gather, total, world_size
 from .config import WEINCEConfig
-from .ops import add_at_columns, largest, logsumexp, top_k
+from .ops import add_at_columns, largest, logsumexp, mask_columns, top_k
 
 Array = Any
 Namespace = Any
@@ -57,6 +57,11 @@ def blended_logits(sim: Array, lam: Array, config: WEINCEConfig, xp: Namespace) 
     return softmax_coef * sim + shortfall_coef * shortfall_logit(sim, config, xp)
 
 
+def _without(matrix: Array, excluded: Array | None, xp: Namespace) -> Array:
+    """The temporary ``matrix`` with ``-inf`` at the excluded columns (in place where possible)."""
+    return matrix if excluded is None else mask_columns(matrix, excluded, xp)
+
+
 def _row_values(matrix: Array, columns: Array, xp: Namespace) -> Array:
     return xp.take_along_axis(matrix, columns[:, None], axis=1)[:, 0]
 
@@ -83,7 +88,7 @@ def _mean_over_rows(
 def rows_forward(
     sim: Array,
     positive: Array,
-    excluded: Array,
+    excluded: Array | None,
     beta_t: Array,
     config: WEINCEConfig,
     *,
@@ -93,23 +98,25 @@ def rows_forward(
     """The WEINCE loss of rows: ``(loss, new_beta_t, stats, residuals)``.
 
     ``sim`` is ``(R, C)`` in the compute dtype, ``positive`` ``(R,)`` integer columns,
-    ``excluded`` ``(R, C)`` boolean, ``beta_t`` a 0-d array in ``sim``'s dtype. Every row has
-    ``num_negatives`` negatives (columns neither excluded nor positive).
+    ``excluded`` ``(R, E)`` integer columns that are not candidates of their row (each row's
+    distinct, none its positive) or ``None``, ``beta_t`` a 0-d array in ``sim``'s dtype. Every
+    row has ``num_negatives`` negatives (columns neither excluded nor positive).
 
     With ``collectives``, these are this rank's rows of a batch whose rows are spread over
     ranks: per-row statistics stay local, while ``rho0``, the ``beta_t`` tail, the loss and the
     summary statistics are those of all rows of all ranks.
     """
-    xp = array_namespace(sim, positive, excluded, beta_t)
+    xp = array_namespace(sim, positive, beta_t)
     rows = sim.shape[0]
     total_rows = rows * world_size(collectives)
     positive_sim = _row_values(sim, positive, xp)
     k = tail.tail_size(num_negatives, config) if config.uses_tail_statistics else 0
     m = min(config.top_m, num_negatives) if config.uses_top_m else 0
     if max(k, m) or config.estimate_beta:
-        negative_sim = xp.where(excluded, -math.inf, sim)
-        minus_inf = xp.full((rows, 1), -math.inf, dtype=sim.dtype, device=device(sim))
-        negative_sim = add_at_columns(negative_sim, positive[:, None], minus_inf, xp)
+        not_negative = positive[:, None]
+        if excluded is not None:
+            not_negative = xp.concat([not_negative, excluded], axis=1)
+        negative_sim = mask_columns(xp.asarray(sim, copy=True), not_negative, xp)
     if max(k, m):
         top, top_index = top_k(negative_sim, max(k, m), xp)
 
@@ -139,7 +146,7 @@ def rows_forward(
         stats.update(beta_t=beta_t, beta_hat=nan, beta_r2=nan, beta_updated=no_update)
     beta_used = stats["beta_t"]
 
-    logits = xp.where(excluded, -math.inf, blended_logits(sim, lam, config, xp))
+    logits = _without(blended_logits(sim, lam, config, xp), excluded, xp)
     lse = logsumexp(logits, xp)
     loss_blend = _mean_over_rows(
         lse - _row_values(logits, positive, xp), total_rows, collectives, xp
@@ -181,7 +188,7 @@ def rows_forward(
 def rows_backward(
     sim: Array,
     positive: Array,
-    excluded: Array,
+    excluded: Array | None,
     residuals: RowsResiduals,
     config: WEINCEConfig,
     *,
@@ -195,10 +202,10 @@ def rows_backward(
     main term and the whole top-M terms touch at most ``M' + 1`` columns per row, so they are
     computed on those columns only and added there.
     """
-    xp = array_namespace(sim, positive, excluded)
+    xp = array_namespace(sim, positive)
     rows = sim.shape[0] if total_rows is None else total_rows
     lam = residuals.lam
-    logits = xp.where(excluded, -math.inf, blended_logits(sim, lam, config, xp))
+    logits = _without(blended_logits(sim, lam, config, xp), excluded, xp)
     prob = xp.exp(logits - residuals.lse[:, None])
     positive_sim = _row_values(sim, positive, xp)
     softmax_slope = (1.0 - lam) / (config.temperature * rows)

@@ -65,3 +65,32 @@ def test_add_at_columns_adds_exactly_at_the_given_columns(xp_name):
         xp.asarray(base), xp.asarray(columns), xp.asarray(values), array_namespace(xp.asarray(base))
     )
     np.testing.assert_array_equal(np.from_dlpack(out), expected)
+
+
+@pytest.mark.parametrize("xp_name", ["numpy", "array_api_strict", "torch", "jax.numpy"])
+def test_mask_columns_sets_minus_infinity_exactly_at_the_given_columns(xp_name):
+    xp = pytest.importorskip(xp_name)
+    columns = np.asarray([[0, 3], [4, 1], [2, 0]])
+    base = np.arange(15.0).reshape(3, 5)
+    expected = base.copy()
+    for r in range(3):
+        expected[r, columns[r]] = -math.inf
+    out = ops.mask_columns(xp.asarray(base), xp.asarray(columns), array_namespace(xp.asarray(base)))
+    np.testing.assert_array_equal(np.from_dlpack(out), expected)
+
+
+@pytest.mark.parametrize("xp_name", ["numpy", "array_api_strict", "torch", "jax.numpy"])
+@pytest.mark.parametrize("rows", ["alike", "one_row_holds_the_tail"])
+def test_largest_from_row_tops_is_exact_whether_or_not_the_rows_hold_the_answer(xp_name, rows):
+    # Each row keeps its 8 largest; the 100 largest overall are among them only when the rows
+    # are alike. When one row holds most of them, the shortcut must see it and select again.
+    xp = pytest.importorskip(xp_name)
+    x = np.random.default_rng(0).normal(size=(40, 300))
+    if rows == "one_row_holds_the_tail":
+        x[7] += 10.0
+    k, kept = 100, 8
+    expected = np.sort(x, axis=None)[::-1][:k]
+    row_top = np.sort(x, axis=1)[:, ::-1][:, :kept].copy()
+    array = xp.asarray(x)
+    out = ops.largest(array, k, array_namespace(array), row_top=xp.asarray(row_top))
+    np.testing.assert_array_equal(np.from_dlpack(out), expected)
