@@ -158,11 +158,7 @@ def _loss(
     beta_t: jax.Array,
 ) -> tuple[jax.Array, jax.Array, Stats]:
     """``(loss, new_beta_t, stats)``; ``dtype`` (the inputs') is the gradient's dtype."""
-    collectives = _collectives(axis_name)
-    loss, new_beta_t, stats, _ = wc.nt_xent_forward(
-        z_i, z_j, beta_t, config, collectives=collectives
-    )
-    return loss, new_beta_t, stats
+    return _loss_forward(config, dtype, axis_name, z_i, z_j, beta_t)[0]
 
 
 def _loss_forward(
@@ -173,9 +169,8 @@ def _loss_forward(
     z_j: jax.Array,
     beta_t: jax.Array,
 ) -> tuple[tuple[jax.Array, jax.Array, Stats], wc.NTXentResiduals]:
-    collectives = _collectives(axis_name)
     loss, new_beta_t, stats, residuals = wc.nt_xent_forward(
-        z_i, z_j, beta_t, config, collectives=collectives
+        z_i, z_j, beta_t, config, collectives=_collectives(axis_name)
     )
     return (loss, new_beta_t, stats), residuals
 
