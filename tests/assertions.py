@@ -19,3 +19,32 @@ def assert_close_normwise(actual: object, expected: object, rtol: float, what: s
     scale = max(float(np.max(np.abs(expected))), np.finfo(np.float64).tiny)
     error = float(np.max(np.abs(actual - expected))) / scale
     assert error <= rtol, f"{what}: relative error {error:.3e} > {rtol:.1e}"
+
+
+def assert_matches_golden_step(
+    golden: object,
+    t: int,
+    rtol: float,
+    *,
+    loss: object,
+    grads: tuple[object, object],
+    stats: dict,
+    carried_beta_t: object,
+    to_numpy=np.asarray,
+) -> None:
+    """One step's loss, gradients, statistics and carried ``beta_t`` against the reference."""
+    ref = golden.step(t)  # type: ignore[attr-defined]
+    checks = {
+        "loss": (loss, ref["loss"]),
+        "grad_zi": (grads[0], ref["grad_zi"]),
+        "grad_zj": (grads[1], ref["grad_zj"]),
+        "lambda": (stats["lambda"], ref["lambda"]),
+        "dAIC": (stats["d_aic"], ref["dAIC"]),
+        "rho": (stats["rho"], ref["rho"]),
+        "rho0": (stats["rho0"], ref["rho0"]),
+        "beta_t used": (stats["beta_t"], ref["beta_t"]),
+        "beta_t carried": (carried_beta_t, ref["beta_t"]),
+    }
+    for what, (actual, expected) in checks.items():
+        message = f"{golden.name} step {t} {what}"  # type: ignore[attr-defined]
+        assert_close_normwise(to_numpy(actual), expected, rtol, message)

@@ -12,7 +12,12 @@ import pytest
 jax = pytest.importorskip("jax")
 jnp = pytest.importorskip("jax.numpy")
 
-from assertions import RTOL_FLOAT32, RTOL_FLOAT64, assert_close_normwise  # noqa: E402
+from assertions import (  # noqa: E402
+    RTOL_FLOAT32,
+    RTOL_FLOAT64,
+    assert_close_normwise,
+    assert_matches_golden_step,
+)
 
 import weince_jax  # noqa: E402
 
@@ -36,21 +41,16 @@ def test_reference_vectors_are_reproduced_under_jit_step_by_step(golden, dtype):
         (loss, (state, stats)), (grad_i, grad_j) = step(z_i, z_j, state, config=golden.config)
         assert loss.dtype == grad_i.dtype == grad_j.dtype == jnp.dtype(dtype)
         assert state.beta_t.dtype == jnp.float64  # the carried state keeps its own dtype
-        checks = {
-            "loss": (loss, ref["loss"]),
-            "grad_zi": (grad_i, ref["grad_zi"]),
-            "grad_zj": (grad_j, ref["grad_zj"]),
-            "lambda": (stats["lambda"], ref["lambda"]),
-            "dAIC": (stats["d_aic"], ref["dAIC"]),
-            "rho": (stats["rho"], ref["rho"]),
-            "rho0": (stats["rho0"], ref["rho0"]),
-            "beta_t used": (stats["beta_t"], ref["beta_t"]),
-            "beta_t carried in the state": (state.beta_t, ref["beta_t"]),
-        }
-        for what, (actual, expected) in checks.items():
-            assert_close_normwise(
-                to_numpy(actual), expected, rtol, f"{golden.name} step {t} {what}"
-            )
+        assert_matches_golden_step(
+            golden,
+            t,
+            rtol,
+            loss=loss,
+            grads=(grad_i, grad_j),
+            stats=stats,
+            carried_beta_t=state.beta_t,
+            to_numpy=to_numpy,
+        )
 
 
 def test_reference_beta_t_sequence_through_lax_scan(golden):

@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from assertions import RTOL_FLOAT32, RTOL_FLOAT64, assert_close_normwise  # noqa: E402
+from assertions import RTOL_FLOAT32, RTOL_FLOAT64, assert_matches_golden_step  # noqa: E402
 
 from weince_torch import WEINCELoss  # noqa: E402
 
@@ -30,19 +30,13 @@ def test_module_reproduces_the_reference_vectors_step_by_step(golden, dtype):
         loss = criterion(z_i, z_j)
         loss.backward()
         assert loss.dtype == dtype and z_i.grad.dtype == dtype and z_j.grad.dtype == dtype
-        stats = criterion.last_stats
-        checks = {
-            "loss": (loss, ref["loss"]),
-            "grad_zi": (z_i.grad, ref["grad_zi"]),
-            "grad_zj": (z_j.grad, ref["grad_zj"]),
-            "lambda": (stats["lambda"], ref["lambda"]),
-            "dAIC": (stats["d_aic"], ref["dAIC"]),
-            "rho": (stats["rho"], ref["rho"]),
-            "rho0": (stats["rho0"], ref["rho0"]),
-            "beta_t used": (stats["beta_t"], ref["beta_t"]),
-            "beta_t carried in the buffer": (criterion.beta_t[0], ref["beta_t"]),
-        }
-        for what, (actual, expected) in checks.items():
-            assert_close_normwise(
-                numpy_of(actual), expected, rtol, f"{golden.name} step {t} {what}"
-            )
+        assert_matches_golden_step(
+            golden,
+            t,
+            rtol,
+            loss=loss,
+            grads=(z_i.grad, z_j.grad),
+            stats=criterion.last_stats,
+            carried_beta_t=criterion.beta_t[0],
+            to_numpy=numpy_of,
+        )
