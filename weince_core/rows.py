@@ -37,24 +37,44 @@ class RowsResiduals(NamedTuple):
 
 def shortfall_logit(sim: Array, config: WEINCEConfig, xp: Namespace) -> Array:
     """``-log(1 - clip_s(sim))``, the shortfall coordinate (without its slope)."""
-    return -xp.log1p(-xp.clip(sim, max=1.0 - config.eps))
+    return -xp.log(_distance_to_ceiling(sim, config, xp))
 
 
 def shortfall_slope(sim: Array, config: WEINCEConfig, xp: Namespace) -> Array:
     """``d/dsim`` of the shortfall coordinate: ``1 / (1 - sim)`` below the cap, 0 above."""
-    # Where sim >= 1 - eps the quotient is not used (and may be inf); where() drops it.
-    cap = 1.0 - config.eps
-    return xp.where(sim < cap, 1.0 / (1.0 - xp.clip(sim, max=cap)), 0.0)
+    return _slope_from_distance(sim, _distance_to_ceiling(sim, config, xp), config, xp)
+
+
+def _distance_to_ceiling(sim: Array, config: WEINCEConfig, xp: Namespace) -> Array:
+    """``1 - clip_s(sim)``, at least ``eps``: a new array."""
+    return 1.0 - xp.clip(sim, max=1.0 - config.eps)
+
+
+def _slope_from_distance(sim: Array, distance: Array, config: WEINCEConfig, xp: Namespace) -> Array:
+    # Where sim >= 1 - eps the coordinate is clamped: its slope is 0, not 1 / eps.
+    return xp.where(sim < 1.0 - config.eps, 1.0 / distance, 0.0)
 
 
 def blended_logits(sim: Array, lam: Array, config: WEINCEConfig, xp: Namespace) -> Array:
     """``G = (1 - lam) sim / tau + lam beta_w (-log(1 - clip_s(sim)))``, ``lam`` per row."""
+    return _blend(sim, lam, config, xp)[0]
+
+
+def _blend(
+    sim: Array, lam: Array, config: WEINCEConfig, xp: Namespace
+) -> tuple[Array, Array | None]:
+    """The blended logits (a new array) and ``1 - clip_s(sim)`` (``None`` with the gate off).
+
+    The ``(R, C)`` arithmetic is in place on arrays made here (``*=``, ``+=``; JAX makes new
+    ones): on a CPU a new matrix costs its page faults, more than the pass that fills it.
+    """
     if config.gate == "off":
-        return sim / config.temperature
-    # Per-row coefficients first: two multiplications of the (R, C) matrices instead of five.
-    softmax_coef = ((1.0 - lam) / config.temperature)[:, None]
-    shortfall_coef = (lam * config.beta_w)[:, None]
-    return softmax_coef * sim + shortfall_coef * shortfall_logit(sim, config, xp)
+        return sim / config.temperature, None
+    distance = _distance_to_ceiling(sim, config, xp)
+    logits = xp.log(distance)
+    logits *= -(lam * config.beta_w)[:, None]
+    logits += ((1.0 - lam) / config.temperature)[:, None] * sim
+    return logits, distance
 
 
 def _without(matrix: Array, excluded: Array | None, xp: Namespace) -> Array:
@@ -205,16 +225,21 @@ def rows_backward(
     xp = array_namespace(sim, positive)
     rows = sim.shape[0] if total_rows is None else total_rows
     lam = residuals.lam
-    logits = _without(blended_logits(sim, lam, config, xp), excluded, xp)
-    prob = xp.exp(logits - residuals.lse[:, None])
+    logits, distance = _blend(sim, lam, config, xp)
+    logits = _without(logits, excluded, xp)
+    logits -= residuals.lse[:, None]
+    d_sim = xp.exp(logits)  # the probabilities, times dG/dsim in place below
     positive_sim = _row_values(sim, positive, xp)
     softmax_slope = (1.0 - lam) / (config.temperature * rows)
-    if config.gate == "off":
-        d_sim = prob * softmax_slope[:, None]
+    if distance is None:
+        d_sim *= softmax_slope[:, None]
         positive_slope = softmax_slope
     else:
         weight = lam * (config.beta_w / rows)
-        d_sim = prob * (softmax_slope[:, None] + weight[:, None] * shortfall_slope(sim, config, xp))
+        slope = _slope_from_distance(sim, distance, config, xp)
+        slope *= weight[:, None]
+        slope += softmax_slope[:, None]
+        d_sim *= slope
         positive_slope = softmax_slope + weight * shortfall_slope(positive_sim, config, xp)
 
     if residuals.top_index is None:
