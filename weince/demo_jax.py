@@ -24,11 +24,10 @@ from .demo_protocol import (
     Protocol,
     TrainResult,
     UsageError,
-    data_rng,
     init_params,
     learning_rates,
     steps_per_epoch,
-    view_pairs,
+    train_epochs,
 )
 
 Params = dict[str, jax.Array]
@@ -160,18 +159,13 @@ def train_run(
     opt_state = optimizer.init(params)
     loss_state = weince_jax.init_state(config, device=device)
 
-    rng = data_rng(seed)
-    recorded: list[dict[str, jax.Array]] = []
-    for _ in range(protocol.epochs):
-        for view_1, view_2 in view_pairs(split.x_train, protocol, rng):
-            views = jax.device_put(np.concatenate([view_1, view_2]), device)
-            params, opt_state, loss_state, record = train_step(params, opt_state, loss_state, views)
-            recorded.append(record)  # read back once at the end: steps do not wait on the host
-            if progress is not None:
-                progress.update(1)
-        if progress is not None and recorded:
-            progress.set_postfix(loss=f"{float(recorded[-1]['loss']):.3f}")
-    host = jax.device_get(recorded)
+    def step(index: int, view_1: np.ndarray, view_2: np.ndarray) -> dict[str, jax.Array]:
+        nonlocal params, opt_state, loss_state
+        views = jax.device_put(np.concatenate([view_1, view_2]), device)
+        params, opt_state, loss_state, record = train_step(params, opt_state, loss_state, views)
+        return record
+
+    host = jax.device_get(train_epochs(split.x_train, protocol, seed, step, progress))
     curves = {key: np.array([r[key] for r in host], dtype=np.float32) for key in CURVE_KEYS}
     curves["lr"] = learning_rates(protocol, total_steps)
     return TrainResult(

@@ -9,8 +9,9 @@ see the same batches).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -96,6 +97,31 @@ def view_pairs(
 def data_rng(seed: int) -> np.random.Generator:
     """The generator of a run's batch order and augmentations (independent of the weights')."""
     return np.random.default_rng([seed, 1])
+
+
+def train_epochs(
+    x_train: np.ndarray,
+    protocol: Protocol,
+    seed: int,
+    step: Callable[[int, np.ndarray, np.ndarray], dict[str, Any]],
+    progress: Any = None,
+) -> list[dict[str, Any]]:
+    """Every training step of a run: ``step(index, view_1, view_2)`` on the seed's batches.
+
+    ``step`` returns the step's record (``CURVE_KEYS`` to device arrays, read back by the caller
+    once the run is over, so that steps do not wait on the host). ``progress``: a tqdm bar (or
+    ``None``), advanced once per step and showing the last loss at the end of each epoch.
+    """
+    rng = data_rng(seed)
+    records: list[dict[str, Any]] = []
+    for _ in range(protocol.epochs):
+        for view_1, view_2 in view_pairs(x_train, protocol, rng):
+            records.append(step(len(records), view_1, view_2))
+            if progress is not None:
+                progress.update(1)
+        if progress is not None and records:
+            progress.set_postfix(loss=f"{float(records[-1]['loss']):.3f}")
+    return records
 
 
 CURVE_KEYS = ("loss", "loss_blend", "lambda_mean", "frac_lambda_above_half", "beta_t")

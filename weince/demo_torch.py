@@ -18,11 +18,10 @@ from .demo_protocol import (
     Protocol,
     TrainResult,
     UsageError,
-    data_rng,
     init_params,
     learning_rates,
     steps_per_epoch,
-    view_pairs,
+    train_epochs,
 )
 
 FEATURE_CHUNK = 1024  # images per forward pass when extracting features
@@ -114,32 +113,25 @@ def train_run(
     )
     total_steps = protocol.epochs * steps_per_epoch(len(split.x_train), protocol.batch_size)
     lrs = learning_rates(protocol, total_steps)
-    rng = data_rng(seed)
-    recorded: dict[str, list[torch.Tensor]] = {key: [] for key in CURVE_KEYS}
     model.train()
     criterion.train()
-    step = 0
-    for _ in range(protocol.epochs):
-        for view_1, view_2 in view_pairs(split.x_train, protocol, rng):
-            for group in optimizer.param_groups:
-                group["lr"] = float(lrs[step])
-            # One forward pass for both views: the same as two, since nothing mixes the rows.
-            z = model(torch.from_numpy(np.concatenate([view_1, view_2])).to(device))
-            z_i, z_j = z.chunk(2)
-            loss = criterion(z_i, z_j)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            # Kept on the device; read back once at the end, so steps do not wait on the host.
-            recorded["loss"].append(loss.detach())
-            for key in CURVE_KEYS[1:]:
-                recorded[key].append(criterion.last_stats[key].detach())
-            step += 1
-            if progress is not None:
-                progress.update(1)
-        if progress is not None and recorded["loss"]:
-            progress.set_postfix(loss=f"{float(recorded['loss'][-1]):.3f}")
-    curves = {key: torch.stack(values).float().cpu().numpy() for key, values in recorded.items()}
+
+    def step(index: int, view_1: np.ndarray, view_2: np.ndarray) -> dict[str, torch.Tensor]:
+        for group in optimizer.param_groups:
+            group["lr"] = float(lrs[index])
+        # One forward pass for both views: the same as two, since nothing mixes the rows.
+        z_i, z_j = model(torch.from_numpy(np.concatenate([view_1, view_2])).to(device)).chunk(2)
+        loss = criterion(z_i, z_j)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        stats = criterion.last_stats
+        return {"loss": loss.detach(), **{key: stats[key].detach() for key in CURVE_KEYS[1:]}}
+
+    records = train_epochs(split.x_train, protocol, seed, step, progress)
+    curves = {
+        key: torch.stack([r[key] for r in records]).float().cpu().numpy() for key in CURVE_KEYS
+    }
     curves["lr"] = lrs
     return TrainResult(
         extract_features(model, split.x_train, device),
