@@ -207,6 +207,15 @@ def symmetrized_product(matrix: Array, x: Array, xp: Namespace) -> Array:
     return (matrix + matrix.T) @ x
 
 
+def take_columns(matrix: Array, columns: Array, xp: Namespace) -> Array:
+    """``out[r, m] = matrix[r, columns[r, m]]`` for non-negative ``columns``."""
+    if is_torch_namespace(xp):
+        # torch.gather itself: array_api_compat's take_along_axis adds five kernels per call to
+        # wrap negative indices, which these never are.
+        return sys.modules["torch"].gather(matrix, 1, columns)
+    return xp.take_along_axis(matrix, columns, axis=1)
+
+
 def mask_columns(matrix: Array, columns: Array, xp: Namespace) -> Array:
     """``matrix`` with ``-inf`` at ``(r, columns[r, m])``: columns that are no candidates.
 

@@ -18,7 +18,7 @@ from array_api_compat import array_namespace, device
 from . import stats as tail
 from .collectives import Collectives, gather, total, world_size
 from .config import WEINCEConfig
-from .ops import add_at_columns, largest, logsumexp, mask_columns, top_k
+from .ops import add_at_columns, largest, logsumexp, mask_columns, take_columns, top_k
 
 Array = Any
 Namespace = Any
@@ -83,7 +83,7 @@ def _without(matrix: Array, excluded: Array | None, xp: Namespace) -> Array:
 
 
 def _row_values(matrix: Array, columns: Array, xp: Namespace) -> Array:
-    return xp.take_along_axis(matrix, columns[:, None], axis=1)[:, 0]
+    return take_columns(matrix, columns[:, None], xp)[:, 0]
 
 
 def _scalar(value: float, like: Array, xp: Namespace) -> Array:
@@ -245,7 +245,7 @@ def rows_backward(
     if residuals.top_index is None:
         return add_at_columns(d_sim, positive[:, None], -positive_slope[:, None], xp)
     columns = xp.concat([positive[:, None], residuals.top_index], axis=1)
-    candidates = xp.take_along_axis(sim, columns, axis=1)
+    candidates = take_columns(sim, columns, xp)
     coefficient = xp.zeros_like(candidates)
     if residuals.lse_weibit is not None:
         beta_t = residuals.beta_t

@@ -153,6 +153,7 @@ class _WEINCEFunction(torch.autograd.Function):
             loss, new_state, stats, residuals = wc.nt_xent_forward(
                 z_i, z_j, state, config, collectives=collectives
             )
+        ctx.set_materialize_grads(False)  # no zero tensors for the statistics' unused gradients
         ctx.config = config
         ctx.collectives = collectives
         ctx.dtype = z_i.dtype
@@ -163,9 +164,11 @@ class _WEINCEFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(  # type: ignore[override]
-        ctx: Any, grad_loss: torch.Tensor, *_: Any
+        ctx: Any, grad_loss: torch.Tensor | None, *_: Any
     ) -> tuple[torch.Tensor | None, ...]:
         residuals = _unflatten(ctx.saved_tensors)
+        if grad_loss is None:  # not materialised: the loss reached the graph's output unused
+            grad_loss = torch.zeros((), dtype=residuals.u.dtype, device=residuals.u.device)
         collectives = ctx.collectives
         if collectives is not None:
             # Every process's loss is the global loss and DDP averages: see weince_loss.
