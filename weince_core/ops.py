@@ -107,6 +107,8 @@ def _largest_torch_cpu(x: Array, k: int, row_top: Array | None) -> Array:
     exact = torch.all(row_top[:, -1] <= candidates[-1])
     if torch.compiler.is_compiling():
         return torch.cond(exact, lambda: candidates.clone(), from_chunks)
+    if type(exact) is not torch.Tensor:  # a fake tensor (memory estimates): no value to read
+        return from_chunks()
     # Eager, a plain branch: ``exact`` is in host memory already, and torch.cond outside a
     # compiled graph refuses the dispatch modes (FLOP counters, tracers) users may run under.
     return candidates if bool(exact) else from_chunks()
