@@ -41,6 +41,7 @@ from weince.backends import (
     smallest_shortfall,
     tolerance,
 )
+from weince.cli import positive_int
 from weince_core import WEINCEConfig
 
 PRESETS = ("paper", "blend", "infonce")
@@ -86,19 +87,6 @@ def _positive_ints(minimum: int) -> Callable[[str], list[int]]:
         if not values or min(values) < minimum:
             raise argparse.ArgumentTypeError(f"{text!r}: each value must be >= {minimum}")
         return values
-
-    return parse
-
-
-def _positive_int(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: not an integer") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{text!r}: must be >= {minimum}")
-        return value
 
     return parse
 
@@ -149,7 +137,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="pairs per batch (2N rows); a comma list or repeated (default: 256)",
     )
     parser.add_argument(
-        "--dim", type=_positive_int(1), metavar="D", help="embedding dimension (default: 64)"
+        "--dim", type=positive_int(1), metavar="D", help="embedding dimension (default: 64)"
     )
     parser.add_argument(
         "--dtype",
@@ -167,7 +155,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--steps",
-        type=_positive_int(1),
+        type=positive_int(1),
         metavar="T",
         help="steps per run, the state carried (default: 3)",
     )

@@ -26,6 +26,7 @@ import numpy as np
 
 from weince_core import WEINCEConfig
 
+from .cli import positive_int
 from .demo_data import SPLIT_SEED, TEST_FRACTION, DataError, Split
 from .demo_protocol import Protocol, UsageError, steps_per_epoch
 
@@ -34,19 +35,6 @@ DEFAULT_OUT = Path("weince-out") / "demo"
 QUICK = {"epochs": 2, "seeds": 1, "batch_size": 128}
 FULL = {"epochs": Protocol.epochs, "seeds": 3, "batch_size": Protocol.batch_size}
 DEMO_PACKAGES = {"sklearn": "scikit-learn", "matplotlib": "matplotlib", "tqdm": "tqdm"}
-
-
-def _positive_int(minimum: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer; got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}; got {value}")
-        return value
-
-    return parse
 
 
 def _positive_float(text: str) -> float:
@@ -63,14 +51,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``weince demo``."""
     defaults = Protocol()
     parser.add_argument(
-        "--epochs", type=_positive_int(1), help=f"training epochs (default {FULL['epochs']})"
+        "--epochs", type=positive_int(1), help=f"training epochs (default {FULL['epochs']})"
     )
     parser.add_argument(
-        "--seeds", type=_positive_int(1), help=f"seeds 0..N-1 per loss (default {FULL['seeds']})"
+        "--seeds", type=positive_int(1), help=f"seeds 0..N-1 per loss (default {FULL['seeds']})"
     )
     parser.add_argument(
         "--batch-size",
-        type=_positive_int(2),
+        type=positive_int(2),
         help=f"image pairs per step, N (default {FULL['batch_size']})",
     )
     parser.add_argument(
