@@ -14,7 +14,7 @@ from .collectives import Collectives
 from .config import WEINCEConfig
 from .ops import symmetrized_product
 from .rows import RowsResiduals, rows_backward, rows_forward
-from .validation import check_pair, compute_dtype
+from .validation import check_config, check_pair, compute_dtype
 
 Array = Any
 Namespace = Any
@@ -60,7 +60,7 @@ def nt_xent_forward(
     of a global batch joined in rank order; the loss, ``beta_t`` and the summary statistics are
     those of the global batch, the per-anchor statistics those of this rank's anchors.
     """
-    config = WEINCEConfig() if config is None else config
+    config = check_config(config)
     xp = check_pair(z_i, z_j, state)
     dtype = compute_dtype(z_i.dtype, xp)
     n = z_i.shape[0]
@@ -101,7 +101,7 @@ def nt_xent_backward(
     the global loss with respect to this rank's rows: the terms of every rank's anchors that
     involve them as candidates come home through ``collectives.sum_scatter``.
     """
-    config = WEINCEConfig() if config is None else config
+    config = check_config(config)
     u, scale, u_all = residuals.u, residuals.scale, residuals.u_all
     xp = array_namespace(u)
     n = u.shape[0] // 2

@@ -7,7 +7,7 @@ from typing import Any
 from array_api_compat import array_namespace, device
 
 from .config import WEINCEConfig
-from .validation import compute_dtype
+from .validation import check_config, compute_dtype
 
 Array = Any
 
@@ -17,7 +17,7 @@ def init_state(config: WEINCEConfig | None = None, *, like: Array) -> Array:
 
     Its dtype is the one ``like`` is computed in: float64 for float64, else float32.
     """
-    config = WEINCEConfig() if config is None else config
+    config = check_config(config)
     xp = array_namespace(like)
     dtype = compute_dtype(like.dtype, xp)
     return xp.full((), config.beta_init, dtype=dtype, device=device(like))

@@ -6,6 +6,8 @@ from typing import Any
 
 from array_api_compat import array_namespace, device
 
+from .config import WEINCEConfig
+
 Array = Any
 Namespace = Any
 
@@ -29,6 +31,18 @@ def namespace_of(**arrays: Array) -> Namespace:
         raise TypeError(
             f"{', '.join(arrays)} must come from the same array library; got {kinds}"
         ) from None
+
+
+def check_config(config: Any) -> WEINCEConfig:
+    """``config`` itself, or the paper preset for ``None``; a ``TypeError`` for anything else."""
+    if config is None:
+        return WEINCEConfig()
+    if not isinstance(config, WEINCEConfig):
+        hint = (
+            " (for a preset by name: WEINCEConfig.preset(name))" if isinstance(config, str) else ""
+        )
+        raise TypeError(f"config must be a WEINCEConfig or None; got {type(config).__name__}{hint}")
+    return config
 
 
 def check_floating(name: str, x: Array, xp: Namespace) -> None:

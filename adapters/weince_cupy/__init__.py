@@ -20,6 +20,7 @@ import cupy
 
 import weince_core as wc
 from weince_core import WEINCEConfig
+from weince_core.validation import check_config
 
 __all__ = ["WEINCEConfig", "init_state", "value_and_grad", "weince_loss"]
 
@@ -31,7 +32,7 @@ def init_state(
 
     float64 so that the state carried between steps loses nothing, whatever the inputs' dtype.
     """
-    config = WEINCEConfig() if config is None else config
+    config = check_config(config)
     with cupy.cuda.Device(device):
         return cupy.full((), config.beta_init, dtype=cupy.float64)
 

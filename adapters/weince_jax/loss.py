@@ -25,6 +25,7 @@ from jax.sharding import PartitionSpec as P
 
 import weince_core as wc
 from weince_core import WEINCEConfig
+from weince_core.validation import check_config
 
 Stats = dict[str, jax.Array]
 AxisName = Hashable | tuple[Hashable, ...]
@@ -59,7 +60,7 @@ def init_state(
     are refused: the state is carried across steps and must not be rounded). ``device`` places
     it (default: JAX's default device; under ``jit`` it follows the inputs anyway).
     """
-    config = _check_config(config)
+    config = check_config(config)
     x64 = bool(jax.config.read("jax_enable_x64"))
     dtype = jnp.dtype(dtype if dtype is not None else jnp.float64 if x64 else jnp.float32)
     if dtype not in (jnp.float32, jnp.float64):
@@ -121,7 +122,7 @@ def weince_loss(
     number of devices (``pmean`` is harmless: it leaves a replicated value as it is). A
     ``jax.grad`` taken outside the ``shard_map`` (loss ``out_specs=P()``) is exact as well.
     """
-    config = _check_config(config)
+    config = check_config(config)
     z_i, z_j = _as_jax_array("z_i", z_i), _as_jax_array("z_j", z_j)
     if not isinstance(state, WEINCEState):
         raise TypeError(
@@ -296,16 +297,3 @@ def _as_jax_array(name: str, value: Any) -> jax.Array:
     raise TypeError(
         f"{name} must be a JAX (or NumPy) array of shape (N, d); got {type(value).__name__}"
     )
-
-
-def _check_config(config: Any) -> WEINCEConfig:
-    if config is None:
-        return WEINCEConfig()
-    if not isinstance(config, WEINCEConfig):
-        hint = (
-            " (for a preset by name use WEINCEConfig.preset(name))"
-            if isinstance(config, str)
-            else ""
-        )
-        raise TypeError(f"config must be a WEINCEConfig or None; got {type(config).__name__}{hint}")
-    return config

@@ -20,6 +20,7 @@ import torch.distributed as dist
 
 import weince_core as wc
 from weince_core import WEINCEConfig
+from weince_core.validation import check_config
 
 from . import distributed
 
@@ -50,7 +51,7 @@ def init_state(
 
     float64 so that the state carried between steps loses nothing, whatever the inputs' dtype.
     """
-    config = _check_config(config)
+    config = check_config(config)
     return wc.init_state(config, like=torch.empty((), dtype=torch.float64, device=device))
 
 
@@ -96,7 +97,7 @@ def weince_loss(
     Gathered, the loss runs eagerly: under ``torch.compile`` it is a graph break.
     """
     _check_tensors(z_i=z_i, z_j=z_j, state=state)
-    config = _check_config(config)
+    config = check_config(config)
     group = distributed.resolve_group(gather)
     if group is not None:
         return _gathered_loss(z_i, z_j, state, config, group)
@@ -219,14 +220,3 @@ def _check_tensors(**tensors: Any) -> None:
     for name, value in tensors.items():
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor; got {type(value).__name__}")
-
-
-def _check_config(config: Any) -> WEINCEConfig:
-    if config is None:
-        return WEINCEConfig()
-    if not isinstance(config, WEINCEConfig):
-        hint = (
-            " (for a preset by name: WEINCEConfig.preset(name))" if isinstance(config, str) else ""
-        )
-        raise TypeError(f"config must be a WEINCEConfig or None; got {type(config).__name__}{hint}")
-    return config

@@ -9,9 +9,10 @@ import torch.distributed as dist
 from torch import nn
 
 from weince_core import WEINCEConfig
+from weince_core.validation import check_config
 
 from .distributed import check_gather
-from .functional import _check_config, _check_tensors, init_state, weince_loss
+from .functional import _check_tensors, init_state, weince_loss
 
 
 class WEINCELoss(nn.Module):
@@ -78,7 +79,7 @@ class WEINCELoss(nn.Module):
         **overrides: Any,
     ) -> None:
         super().__init__()
-        config = _check_config(config)
+        config = check_config(config)
         check_gather(gather)
         self.gather = gather
         self.config = config.replace(**overrides) if overrides else config

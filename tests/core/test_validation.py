@@ -76,3 +76,17 @@ def test_validation_happens_before_any_computation(monkeypatch):
     with pytest.raises(ValueError):
         wc.nt_xent(np.ones((1, 3)), np.ones((1, 3)), STATE)
     assert calls == []
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ("paper", r"config must be a WEINCEConfig or None; got str \(for a preset by name"),
+        ({"temperature": 0.5}, "config must be a WEINCEConfig or None; got dict"),
+    ],
+)
+def test_a_config_that_is_not_a_weince_config_is_refused(config, message):
+    with pytest.raises(TypeError, match=message):
+        wc.nt_xent(*good(), STATE, config)
+    with pytest.raises(TypeError, match=message):
+        wc.init_state(config, like=STATE)
