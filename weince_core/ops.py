@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from array_api_compat import (
@@ -30,19 +31,43 @@ def sigmoid(x: Array, xp: Namespace) -> Array:
     return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def logsumexp(x: Array, xp: Namespace) -> Array:
-    """``log(sum(exp(x)))`` over the last axis; entries of ``-inf`` are left out."""
-    if is_torch_namespace(xp):
-        return sys.modules["torch"].logsumexp(x, dim=-1)
+def logsumexp(x: Array, xp: Namespace, *, overwrite: bool = False) -> Array:
+    """``log(sum(exp(x)))`` over the last axis; entries of ``-inf`` are left out.
+
+    ``overwrite``: ``x`` is a temporary the call may clobber, so no array of its size is made.
+    """
     if is_jax_namespace(xp):
         return sys.modules["jax"].nn.logsumexp(x, axis=-1)
+    if is_torch_namespace(xp) and not overwrite:
+        return sys.modules["torch"].logsumexp(x, dim=-1)
     peak = xp.max(x, axis=-1, keepdims=True)
     peak = xp.where(xp.isfinite(peak), peak, 0.0)
-    return xp.log(xp.sum(xp.exp(x - peak), axis=-1)) + peak[..., 0]
+    if overwrite:
+        x -= peak
+    else:
+        x = x - peak
+    return xp.log(xp.sum(exp_(x, xp), axis=-1)) + peak[..., 0]
 
 
-def top_k(x: Array, k: int, xp: Namespace) -> tuple[Array, Array]:
-    """The ``k`` largest entries along the last axis, in descending order, and their indices."""
+def top_k(x: Array, k: int, xp: Namespace, *, excluded: Array | None = None) -> tuple[Array, Array]:
+    """The ``k`` largest entries of each row of the 2-D ``x``, in descending order, and their
+    columns; with ``excluded`` (``(R, E)`` columns), those entries left out."""
+    if is_torch_namespace(xp) and x.device.type == "cpu":
+        # topk of integer keys in the order of the floats is a third faster than topk of the
+        # floats (whose comparisons handle NaN), and the keys are the copy the mask needs.
+        torch = sys.modules["torch"]
+        keys = _ordered_key(x)
+        if excluded is not None:
+            keys.scatter_(1, excluded, torch.iinfo(keys.dtype).min)
+        keys, indices = torch.topk(keys, k, dim=-1, sorted=True)
+        return _from_key(keys, x.dtype), indices
+    if excluded is not None:
+        x = mask_columns(xp.asarray(x, copy=True), excluded, xp)
+    return _top_k(x, k, xp)
+
+
+def _top_k(x: Array, k: int, xp: Namespace) -> tuple[Array, Array]:
+    """``top_k`` without exclusions (any number of leading axes)."""
     if is_torch_namespace(xp):
         return sys.modules["torch"].topk(x, k, dim=-1, sorted=True)
     if is_jax_namespace(xp):
@@ -67,17 +92,28 @@ def top_k(x: Array, k: int, xp: Namespace) -> tuple[Array, Array]:
     return xp.take_along_axis(x, indices, axis=-1), indices
 
 
-def largest(x: Array, k: int, xp: Namespace, *, row_top: Array | None = None) -> Array:
+def largest(
+    x: Array | Callable[[], Array], k: int, xp: Namespace, *, row_top: Array | None = None
+) -> Array:
     """The ``k`` largest entries of ``x`` (1-D or 2-D), in descending order (values only).
 
-    ``row_top``: for a 2-D ``x``, the largest entries of each row in descending order (on JAX
-    the answer is most often among them, see ``_largest_jax``).
+    ``row_top``: for a 2-D ``x``, the largest entries of each row in descending order (most
+    often the answer is among them); ``x`` may then be a function that makes it, called only
+    when it is needed.
     """
     if is_jax_namespace(xp):
         return _largest_jax(x, k, row_top)
-    if is_torch_namespace(xp) and x.device.type == "cpu":
-        return _largest_torch_cpu(x, k, row_top)
-    return top_k(xp.reshape(x, (-1,)), k, xp)[0]
+    if is_torch_namespace(xp):
+        if row_top is None:
+            x = _made(x)
+        on: Array = x if row_top is None else row_top  # the device that picks the path
+        if on.device.type == "cpu":
+            return _largest_torch_cpu(x, k, row_top)
+    return _top_k(xp.reshape(_made(x), (-1,)), k, xp)[0]
+
+
+def _made(x: Array | Callable[[], Array]) -> Array:
+    return x() if callable(x) else x
 
 
 def _largest_torch_cpu(x: Array, k: int, row_top: Array | None) -> Array:
@@ -90,20 +126,24 @@ def _largest_torch_cpu(x: Array, k: int, row_top: Array | None) -> Array:
        (one long row is one thread), then of those.
     """
     torch = sys.modules["torch"]
-    flat = x.reshape(-1)
+
+    def largest_of(values: Array) -> Array:
+        # Selected unsorted, then sorted by integer keys: a float sort on a CPU is ten times slower.
+        return sort_descending(torch.topk(values, k, sorted=False).values, torch)
 
     def from_chunks() -> Array:
+        flat = _made(x).reshape(-1)
         chunks = min(8, flat.shape[0] // (4 * k))
         if chunks < 2:
-            return torch.topk(flat, k).values
+            return largest_of(flat)
         size = -(-flat.shape[0] // chunks)
         padded = torch.nn.functional.pad(flat, (0, size * chunks - flat.shape[0]), value=-math.inf)
         survivors = torch.topk(padded.view(chunks, size), k, sorted=False).values
-        return torch.topk(survivors.reshape(-1), k).values
+        return largest_of(survivors.reshape(-1))
 
     if row_top is None or row_top.numel() < k:
         return from_chunks()
-    candidates = torch.topk(row_top.reshape(-1), k).values
+    candidates = largest_of(row_top.reshape(-1))
     exact = torch.all(row_top[:, -1] <= candidates[-1])
     if torch.compiler.is_compiling():
         return torch.cond(exact, lambda: candidates.clone(), from_chunks)
@@ -124,11 +164,12 @@ def _largest_jax(x: Array, k: int, row_top: Array | None) -> Array:
     3. ``top_k`` of all entries.
     """
     jnp, lax = sys.modules["jax.numpy"], sys.modules["jax"].lax
-    flat = jnp.reshape(x, (-1,))
     if row_top is not None and row_top.size >= k:
         candidates = sort_descending(jnp.reshape(row_top, (-1,)), jnp)[:k]
         exact = jnp.all(_ordered_key(row_top[:, -1]) <= _ordered_key(candidates[k - 1]))
         return lax.cond(exact, lambda: candidates, lambda: _largest_jax(x, k, None))
+    x = _made(x)
+    flat = jnp.reshape(x, (-1,))
     cap = 1 << math.ceil(math.log2(1.03 * k))
     stride = 61  # odd: the sample visits every column of rows of even length
     if cap >= flat.size // 2 or flat.size < 16 * stride:
@@ -174,27 +215,45 @@ def _prefix_count(keep: Array, block: int = 128) -> Array:
 
 def sort_descending(x: Array, xp: Namespace) -> Array:
     """The entries of the 1-D ``x`` in descending order."""
+    # By integer keys in the order of the floats (``~`` reverses that order): XLA sorts
+    # integers with a plain comparison (a CUB radix sort on GPU; on CPU five times faster than
+    # its NaN-aware float comparison), and PyTorch on a CPU radix-sorts them, ten times faster.
     if is_jax_namespace(xp):
-        # By an integer key in the order of the floats: XLA sorts integers with a plain
-        # comparison (a CUB radix sort on GPU; on CPU five times faster than its NaN-aware
-        # float comparison). ``~`` reverses the order of the keys.
         return _from_key(~sys.modules["jax"].lax.sort(~_ordered_key(x)), x.dtype)
+    if is_torch_namespace(xp) and x.device.type == "cpu":
+        return _from_key(~sys.modules["torch"].sort(~_ordered_key(x)).values, x.dtype)
     return xp.sort(x, descending=True)
 
 
 def _ordered_key(x: Array) -> Array:
-    """JAX: signed integers in the order of the floats ``x`` (NaN aside; -0.0 below 0.0).
+    """JAX or PyTorch: signed integers in the order of the floats ``x`` (NaN aside; -0.0 below
+    0.0; float32 or float64).
 
     Applied to such integers instead, the map returns the floats' bits: it is its own inverse.
     """
-    jnp, lax = sys.modules["jax.numpy"], sys.modules["jax"].lax
-    if jnp.issubdtype(x.dtype, jnp.floating):
-        x = lax.bitcast_convert_type(x, jnp.int64 if x.dtype == jnp.float64 else jnp.int32)
-    return x ^ ((x >> (x.dtype.itemsize * 8 - 1)) & jnp.iinfo(x.dtype).max)
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        native, floating = torch, x.is_floating_point()
+    else:
+        native = sys.modules["jax.numpy"]
+        floating = native.issubdtype(x.dtype, native.floating)
+    if floating:
+        x = _bitcast(x, native.int64 if x.dtype == native.float64 else native.int32)
+    key = x >> (x.dtype.itemsize * 8 - 1)  # all ones for negative floats: flip the rest
+    key &= native.iinfo(x.dtype).max
+    key ^= x
+    return key
 
 
 def _from_key(key: Array, dtype: Any) -> Array:
-    return sys.modules["jax"].lax.bitcast_convert_type(_ordered_key(key), dtype)
+    return _bitcast(_ordered_key(key), dtype)
+
+
+def _bitcast(x: Array, dtype: Any) -> Array:
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        return x.view(dtype)
+    return sys.modules["jax"].lax.bitcast_convert_type(x, dtype)
 
 
 def symmetrized_product(matrix: Array, x: Array, xp: Namespace) -> Array:
@@ -207,6 +266,65 @@ def symmetrized_product(matrix: Array, x: Array, xp: Namespace) -> Array:
     if on_cpu:
         return matrix @ x + matrix.T @ x
     return (matrix + matrix.T) @ x
+
+
+def log_(x: Array, xp: Namespace) -> Array:
+    """``log(x)``, in place where the backend allows: ``x`` must be a temporary.
+
+    On a CPU an ``N x N`` matrix outgrows the caches, and every new one is another trip to
+    memory: the elementwise passes of the loss reuse the matrices they made.
+    """
+    native = _in_place_module(xp)
+    if native is None:
+        return xp.log(x)
+    return x.log_() if native.__name__ == "torch" else native.log(x, out=x)
+
+
+def exp_(x: Array, xp: Namespace) -> Array:
+    """``exp(x)``, in place where the backend allows: ``x`` must be a temporary."""
+    native = _in_place_module(xp)
+    if native is None:
+        return xp.exp(x)
+    return x.exp_() if native.__name__ == "torch" else native.exp(x, out=x)
+
+
+def reciprocal_(x: Array, xp: Namespace) -> Array:
+    """``1 / x``, in place where the backend allows: ``x`` must be a temporary."""
+    native = _in_place_module(xp)
+    if native is None:
+        return 1.0 / x
+    return x.reciprocal_() if native.__name__ == "torch" else native.divide(1.0, x, out=x)
+
+
+def add_product_(out: Array, a: Array, b: Array, xp: Namespace) -> Array:
+    """``out + a * b``, in place where the backend allows: ``out`` must be a temporary."""
+    native = _in_place_module(xp)
+    if native is not None and native.__name__ == "torch":
+        return out.addcmul_(a, b)
+    if native is None:
+        return out + a * b
+    out += a * b
+    return out
+
+
+def zero_where_(x: Array, condition: Array, xp: Namespace) -> Array:
+    """``x`` with 0 where ``condition``, in place where the backend allows (``x`` a temporary)."""
+    native = _in_place_module(xp)
+    if native is None:
+        return xp.where(condition, 0.0, x)
+    if native.__name__ == "torch":
+        return x.masked_fill_(condition, 0.0)
+    x[condition] = 0.0
+    return x
+
+
+def _in_place_module(xp: Namespace) -> Any:
+    """The native module of a backend whose arrays can be updated in place (not JAX's)."""
+    if is_torch_namespace(xp):
+        return sys.modules["torch"]
+    if is_numpy_namespace(xp) or is_cupy_namespace(xp):
+        return sys.modules["cupy" if is_cupy_namespace(xp) else "numpy"]
+    return None
 
 
 def take_columns(matrix: Array, columns: Array, xp: Namespace) -> Array:

@@ -18,7 +18,19 @@ from array_api_compat import array_namespace, device
 from . import stats as tail
 from .collectives import Collectives, gather, total, world_size
 from .config import WEINCEConfig
-from .ops import add_at_columns, largest, logsumexp, mask_columns, take_columns, top_k
+from .ops import (
+    add_at_columns,
+    add_product_,
+    exp_,
+    largest,
+    log_,
+    logsumexp,
+    mask_columns,
+    reciprocal_,
+    take_columns,
+    top_k,
+    zero_where_,
+)
 
 Array = Any
 Namespace = Any
@@ -47,12 +59,16 @@ def shortfall_slope(sim: Array, config: WEINCEConfig, xp: Namespace) -> Array:
 
 def _distance_to_ceiling(sim: Array, config: WEINCEConfig, xp: Namespace) -> Array:
     """``1 - clip_s(sim)``, at least ``eps``: a new array."""
-    return 1.0 - xp.clip(sim, max=1.0 - config.eps)
+    distance = xp.clip(sim, max=1.0 - config.eps)
+    distance *= -1.0  # then + 1: exactly 1 - clip_s(sim), with no second new array
+    distance += 1.0
+    return distance
 
 
 def _slope_from_distance(sim: Array, distance: Array, config: WEINCEConfig, xp: Namespace) -> Array:
-    # Where sim >= 1 - eps the coordinate is clamped: its slope is 0, not 1 / eps.
-    return xp.where(sim < 1.0 - config.eps, 1.0 / distance, 0.0)
+    """``1 / distance``, 0 where ``sim`` is clamped (its slope is 0 there, not ``1 / eps``);
+    in place of ``distance``."""
+    return zero_where_(reciprocal_(distance, xp), sim >= 1.0 - config.eps, xp)
 
 
 def blended_logits(sim: Array, lam: Array, config: WEINCEConfig, xp: Namespace) -> Array:
@@ -61,19 +77,23 @@ def blended_logits(sim: Array, lam: Array, config: WEINCEConfig, xp: Namespace) 
 
 
 def _blend(
-    sim: Array, lam: Array, config: WEINCEConfig, xp: Namespace
+    sim: Array, lam: Array, config: WEINCEConfig, xp: Namespace, *, keep_distance: bool = False
 ) -> tuple[Array, Array | None]:
-    """The blended logits (a new array) and ``1 - clip_s(sim)`` (``None`` with the gate off).
+    """The blended logits (a new array) and, with ``keep_distance``, ``1 - clip_s(sim)``
+    (``None`` with the gate off).
 
-    The ``(R, C)`` arithmetic is in place on arrays made here (``*=``, ``+=``; JAX makes new
-    ones): on a CPU a new matrix costs its page faults, more than the pass that fills it.
+    The ``(R, C)`` arithmetic reuses the arrays it makes (in place where the backend allows,
+    see ``ops.log_``).
     """
     if config.gate == "off":
         return sim / config.temperature, None
     distance = _distance_to_ceiling(sim, config, xp)
-    logits = xp.log(distance)
+    if keep_distance:
+        logits = xp.log(distance)
+    else:
+        logits, distance = log_(distance, xp), None
     logits *= -(lam * config.beta_w)[:, None]
-    logits += ((1.0 - lam) / config.temperature)[:, None] * sim
+    logits = add_product_(logits, sim, ((1.0 - lam) / config.temperature)[:, None], xp)
     return logits, distance
 
 
@@ -136,9 +156,8 @@ def rows_forward(
         not_negative = positive[:, None]
         if excluded is not None:
             not_negative = xp.concat([not_negative, excluded], axis=1)
-        negative_sim = mask_columns(xp.asarray(sim, copy=True), not_negative, xp)
     if max(k, m):
-        top, top_index = top_k(negative_sim, max(k, m), xp)
+        top, top_index = top_k(sim, max(k, m), xp, excluded=not_negative)
 
     nan = _scalar(math.nan, sim, xp)
     if config.uses_tail_statistics:
@@ -157,6 +176,10 @@ def rows_forward(
         # Each rank's k_g largest hold the global k_g largest: select, gather, select again.
         # Most often they are among the rows' own largest, selected already (see largest).
         row_top = top if max(k, m) else None
+
+        def negative_sim() -> Array:  # made only where the rows' largest do not settle it
+            return mask_columns(xp.asarray(sim, copy=True), not_negative, xp)
+
         local = largest(negative_sim, min(k_g, rows * num_negatives), xp, row_top=row_top)
         if collectives is not None:
             local = largest(gather(local, collectives), k_g, xp)
@@ -167,10 +190,9 @@ def rows_forward(
     beta_used = stats["beta_t"]
 
     logits = _without(blended_logits(sim, lam, config, xp), excluded, xp)
-    lse = logsumexp(logits, xp)
-    loss_blend = _mean_over_rows(
-        lse - _row_values(logits, positive, xp), total_rows, collectives, xp
-    )
+    positive_logit = _row_values(logits, positive, xp)
+    lse = logsumexp(logits, xp, overwrite=True)
+    loss_blend = _mean_over_rows(lse - positive_logit, total_rows, collectives, xp)
     loss = loss_blend
     zero = _scalar(0.0, sim, xp)
     loss_weibit, loss_softmax, lse_weibit, lse_softmax = zero, zero, None, None
@@ -225,10 +247,10 @@ def rows_backward(
     xp = array_namespace(sim, positive)
     rows = sim.shape[0] if total_rows is None else total_rows
     lam = residuals.lam
-    logits, distance = _blend(sim, lam, config, xp)
+    logits, distance = _blend(sim, lam, config, xp, keep_distance=True)
     logits = _without(logits, excluded, xp)
     logits -= residuals.lse[:, None]
-    d_sim = xp.exp(logits)  # the probabilities, times dG/dsim in place below
+    d_sim = exp_(logits, xp)  # the probabilities, times dG/dsim in place below
     positive_sim = _row_values(sim, positive, xp)
     softmax_slope = (1.0 - lam) / (config.temperature * rows)
     if distance is None:

@@ -94,3 +94,74 @@ def test_largest_from_row_tops_is_exact_whether_or_not_the_rows_hold_the_answer(
     array = xp.asarray(x)
     out = ops.largest(array, k, array_namespace(array), row_top=xp.asarray(row_top))
     np.testing.assert_array_equal(np.from_dlpack(out), expected)
+
+
+@pytest.mark.parametrize("xp_name", ["numpy", "array_api_strict", "torch", "jax.numpy"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_top_k_leaves_out_the_excluded_columns_and_orders_signs_and_infinities(xp_name, dtype):
+    # Negative values, -0.0 and infinities: the integer keys of the PyTorch CPU path must
+    # order them as the floats are ordered.
+    xp = pytest.importorskip(xp_name)
+    x = values((6, 30), seed=3).astype(dtype)
+    x[0, :4] = [-math.inf, math.inf, -0.0, 0.5]
+    x[1] = -np.abs(x[1])  # a row of negatives only
+    excluded = np.asarray([[1, 7], [0, 2], [5, 6], [9, 8], [3, 4], [29, 28]])
+    masked = x.copy()
+    np.put_along_axis(masked, excluded, -math.inf, axis=1)
+    expected = -np.sort(-masked, axis=1)[:, :9]
+    array = xp.asarray(x)
+    top, index = ops.top_k(array, 9, array_namespace(array), excluded=xp.asarray(excluded))
+    np.testing.assert_array_equal(np.from_dlpack(top), expected)
+    picked = np.take_along_axis(masked, np.asarray(np.from_dlpack(index), dtype=np.int64), 1)
+    np.testing.assert_array_equal(picked, expected)
+    np.testing.assert_array_equal(np.from_dlpack(array), x)  # the input is left as it was
+
+
+@pytest.mark.parametrize("xp_name", ["numpy", "array_api_strict", "torch", "jax.numpy"])
+def test_in_place_operations_equal_their_plain_forms(xp_name):
+    xp = pytest.importorskip(xp_name)
+    x = np.abs(values((4, 5), seed=1)) + 0.1
+    a, b = values((4, 5), seed=2), values((4, 1), seed=3)
+    condition = x > 0.8
+    namespace = array_namespace(xp.asarray(x))
+
+    def fresh(value):
+        return xp.asarray(np.array(value))
+
+    cases = {
+        "log_": (ops.log_(fresh(x), namespace), np.log(x)),
+        "exp_": (ops.exp_(fresh(x), namespace), np.exp(x)),
+        "reciprocal_": (ops.reciprocal_(fresh(x), namespace), 1.0 / x),
+        "add_product_": (
+            ops.add_product_(fresh(x), fresh(a), fresh(b), namespace),
+            x + a * b,
+        ),
+        "zero_where_": (
+            ops.zero_where_(fresh(x), fresh(condition), namespace),
+            np.where(condition, 0.0, x),
+        ),
+        "logsumexp overwrite": (
+            ops.logsumexp(fresh(a), namespace, overwrite=True),
+            np.log(np.sum(np.exp(a), axis=1)),
+        ),
+    }
+    for name, (out, expected) in cases.items():
+        np.testing.assert_allclose(np.from_dlpack(out), expected, rtol=1e-15, err_msg=name)
+
+
+def test_largest_calls_the_function_that_makes_the_array_only_when_the_rows_do_not_settle_it():
+    # PyTorch on a CPU branches eagerly (JAX traces both branches of its lax.cond).
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).normal(size=(40, 300))
+    calls = []
+
+    def make():
+        calls.append(1)
+        return torch.asarray(x)
+
+    for expected_calls in ([], [1]):  # first the rows are alike, then one holds the tail
+        row_top = torch.asarray(np.sort(x, axis=1)[:, ::-1][:, :8].copy())
+        out = ops.largest(make, 20, array_namespace(row_top), row_top=row_top)
+        np.testing.assert_array_equal(out.numpy(), np.sort(x, axis=None)[::-1][:20])
+        assert calls == expected_calls
+        x[7] += 10.0
