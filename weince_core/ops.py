@@ -314,7 +314,7 @@ def zero_where_(x: Array, condition: Array, xp: Namespace) -> Array:
         return xp.where(condition, 0.0, x)
     if native.__name__ == "torch":
         return x.masked_fill_(condition, 0.0)
-    x[condition] = 0.0
+    native.copyto(x, 0.0, where=condition)  # an elementwise kernel (a mask index syncs CuPy)
     return x
 
 
