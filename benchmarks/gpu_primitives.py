@@ -82,8 +82,14 @@ def main() -> None:
 
     jx = jax.device_put(jnp.asarray(x.cpu().numpy()), jax.devices("gpu")[0])
     jsim = jax.jit(lambda a: a @ a.T)(jx)
+    from weince_core import ops
+
     jax_cases = {
         f"jax lax.top_k rows k={k}": jax.jit(lambda s: jax.lax.top_k(s, k)[0]),
+        f"jax rows by threshold k={k} (ops)": jax.jit(
+            lambda s: ops._top_k_rows_by_threshold(s, k)[0]
+        ),
+        f"jax ops.top_k rows k={k} (the path taken)": jax.jit(lambda s: ops.top_k(s, k, jnp)[0]),
         f"jax approx_max_k rows k={k}": jax.jit(lambda s: jax.lax.approx_max_k(s, k)[0]),
         f"jax lax.top_k flat k_g={k_g}": jax.jit(lambda s: jax.lax.top_k(s.reshape(-1), k_g)[0]),
         "jax sort rows": jax.jit(lambda s: jnp.sort(s, axis=1)),
