@@ -117,7 +117,8 @@ def test_a_backend_with_a_broken_formula_fails_the_command_and_is_named(
 def test_breaking_torchs_logsumexp_fails_torch_alone(monkeypatch, capsys):
     torch = pytest.importorskip("torch")
     logsumexp = torch.logsumexp
-    # The core's PyTorch fast path (weince_core.ops.logsumexp) calls torch.logsumexp.
+    # The core's PyTorch fast path (weince_core.ops.logsumexp) calls torch.logsumexp: on a CPU
+    # for the paper preset's top-M terms (the main term's is computed in place there).
     monkeypatch.setattr(torch, "logsumexp", lambda x, dim: logsumexp(x, dim=dim) * (1 + 1e-7))
     code, out, _ = run_command(
         [*FAST, "--backends", "numpy,torch-cpu", "--dtype", "float64"], capsys
