@@ -64,20 +64,22 @@ def nt_xent_forward(
     xp = check_pair(z_i, z_j, state)
     dtype = compute_dtype(z_i.dtype, xp)
     n = z_i.shape[0]
-    z = xp.astype(xp.concat([z_i, z_j], axis=0), dtype)
+    z = xp.astype(xp.concat([z_i, z_j], axis=0), dtype, copy=False)
     scale = xp.clip(xp.linalg.vector_norm(z, axis=1), min=NORM_FLOOR)
     u = z / scale[:, None]
     u_all = u if collectives is None else _join_views(u[:n, :], u[n:, :], collectives, xp)
     total = u_all.shape[0]
-    offset = 0 if collectives is None else collectives.rank * n
-    own = xp.arange(n, device=device(u)) + offset
-    anchors = xp.concat([own, own + total // 2])
+    if collectives is None:
+        anchors = xp.arange(total, device=device(u))
+    else:
+        own = xp.arange(n, device=device(u)) + collectives.rank * n
+        anchors = xp.concat([own, own + total // 2])
     positive, excluded = _two_view_rows(anchors, total)
     loss, beta_t, stats, rows = rows_forward(
         u @ u_all.T,
         positive,
         excluded,
-        xp.astype(state, dtype),
+        xp.astype(state, dtype),  # a copy: the caller may update its state in place
         config,
         num_negatives=total - 2,
         collectives=collectives,
@@ -125,7 +127,7 @@ def nt_xent_backward(
     if grad_output is not None:
         g_z = g_z * grad_output
     if dtype is not None:
-        g_z = xp.astype(g_z, dtype)
+        g_z = xp.astype(g_z, dtype, copy=False)
     return g_z[:n, :], g_z[n:, :]
 
 

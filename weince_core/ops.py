@@ -40,8 +40,12 @@ def logsumexp(x: Array, xp: Namespace, *, overwrite: bool = False) -> Array:
     """
     if is_jax_namespace(xp):
         return sys.modules["jax"].nn.logsumexp(x, axis=-1)
-    if is_torch_namespace(xp) and not (overwrite and x.device.type == "cpu"):
-        return sys.modules["torch"].logsumexp(x, dim=-1)
+    if is_torch_namespace(xp):
+        torch = sys.modules["torch"]
+        if not (overwrite and x.device.type == "cpu"):
+            return torch.logsumexp(x, dim=-1)
+        peak = torch.amax(x, dim=-1, keepdim=True).nan_to_num_(0.0, 0.0, 0.0)
+        return torch.sum(x.sub_(peak).exp_(), dim=-1).log_().add_(peak[..., 0])
     peak = xp.max(x, axis=-1, keepdims=True)
     peak = xp.where(xp.isfinite(peak), peak, 0.0)
     if overwrite:

@@ -149,7 +149,6 @@ def rows_forward(
     xp = array_namespace(sim, positive, beta_t)
     rows = sim.shape[0]
     total_rows = rows * world_size(collectives)
-    positive_sim = _row_values(sim, positive, xp)
     k = tail.tail_size(num_negatives, config) if config.uses_tail_statistics else 0
     m = min(config.top_m, num_negatives) if config.uses_top_m else 0
     if max(k, m) or config.estimate_beta:
@@ -197,7 +196,7 @@ def rows_forward(
     zero = _scalar(0.0, sim, xp)
     loss_weibit, loss_softmax, lse_weibit, lse_softmax = zero, zero, None, None
     if m:
-        candidates = xp.concat([positive_sim[:, None], top[:, :m]], axis=1)
+        candidates = xp.concat([take_columns(sim, positive[:, None], xp), top[:, :m]], axis=1)
     if config.weibit_weight > 0:
         weibit = beta_used * shortfall_logit(candidates, config, xp)
         loss_weibit, lse_weibit = _cross_entropy_first(weibit, total_rows, collectives, xp)
@@ -251,7 +250,6 @@ def rows_backward(
     logits = _without(logits, excluded, xp)
     logits -= residuals.lse[:, None]
     d_sim = exp_(logits, xp)  # the probabilities, times dG/dsim in place below
-    positive_sim = _row_values(sim, positive, xp)
     softmax_slope = (1.0 - lam) / (config.temperature * rows)
     if distance is None:
         d_sim *= softmax_slope[:, None]
@@ -262,6 +260,7 @@ def rows_backward(
         slope *= weight[:, None]
         slope += softmax_slope[:, None]
         d_sim *= slope
+        positive_sim = _row_values(sim, positive, xp)
         positive_slope = softmax_slope + weight * shortfall_slope(positive_sim, config, xp)
 
     if residuals.top_index is None:
