@@ -1,6 +1,7 @@
 """The two-view (SimCLR / NT-Xent) form: ``Z = [z_i; z_j]``, ``S = U U^T``, positive ``a + N``.
 
-``nt_xent_forward`` keeps O(N d) residuals; ``nt_xent_backward`` recomputes ``S`` from them.
+``nt_xent_forward`` keeps O(N d) residuals; ``nt_xent_backward`` recomputes ``S`` from them
+(unless ``S`` is no larger than a few times ``U``: then it is kept, see ``KEPT_SIM_RATIO``).
 Spread over ranks, each rank's rows of ``S`` are its anchors against every rank's rows.
 """
 
@@ -20,6 +21,10 @@ Array = Any
 Namespace = Any
 
 NORM_FLOOR = 1e-8
+# S is kept for the backward pass while it has at most this many times the entries of the
+# unit rows (2N <= 4 d): a matrix product saved, and memory still O(N d). Larger, it is
+# recomputed.
+KEPT_SIM_RATIO = 4
 
 
 class NTXentResiduals(NamedTuple):
@@ -29,6 +34,7 @@ class NTXentResiduals(NamedTuple):
     scale: Array  # (2n,) max(||Z_a||, 1e-8)
     u_all: Array  # (2N, d) the unit rows of every rank, [U_i; U_j] (u itself on one device)
     anchors: Array  # (2n,) the rows of u_all that u's rows are
+    sim: Array | None  # (2n, 2N) S = u u_all^T where that is small (KEPT_SIM_RATIO), else None
     rows: RowsResiduals
 
 
@@ -75,8 +81,9 @@ def nt_xent_forward(
         own = xp.arange(n, device=device(u)) + collectives.rank * n
         anchors = xp.concat([own, own + total // 2])
     positive, excluded = _two_view_rows(anchors, total)
+    sim = u @ u_all.T
     loss, beta_t, stats, rows = rows_forward(
-        u @ u_all.T,
+        sim,
         positive,
         excluded,
         xp.astype(state, dtype),  # a copy: the caller may update its state in place
@@ -84,7 +91,8 @@ def nt_xent_forward(
         num_negatives=total - 2,
         collectives=collectives,
     )
-    residuals = NTXentResiduals(u, scale, u_all, anchors, rows)
+    kept_sim = sim if total <= KEPT_SIM_RATIO * u.shape[1] else None
+    residuals = NTXentResiduals(u, scale, u_all, anchors, kept_sim, rows)
     return loss, xp.astype(beta_t, state.dtype), stats, residuals
 
 
@@ -109,7 +117,8 @@ def nt_xent_backward(
     n = u.shape[0] // 2
     total = u_all.shape[0]
     positive, excluded = _two_view_rows(residuals.anchors, total)
-    d_sim = rows_backward(u @ u_all.T, positive, excluded, residuals.rows, config, total_rows=total)
+    sim = u @ u_all.T if residuals.sim is None else residuals.sim
+    d_sim = rows_backward(sim, positive, excluded, residuals.rows, config, total_rows=total)
     if collectives is None:  # u_all is u: dL/dS and (dL/dS)^T both multiply u
         g_u = symmetrized_product(d_sim, u, xp)
     else:

@@ -3,7 +3,8 @@
 ``weince_loss(z_i, z_j, state, config) -> (loss, (new_state, stats))``. The forward is the core's
 ``nt_xent_forward`` and the gradient its analytic ``nt_xent_backward``, joined by one
 ``jax.custom_vjp``, so JAX differentiates the same formula as every other backend and keeps only
-the core's O(N d) residuals between the passes (``S`` is recomputed in the backward pass).
+the core's O(N d) residuals between the passes (``S`` is recomputed in the backward pass unless
+it is small, ``2N <= 4 d``).
 
 On several devices (``axis_name`` inside ``jax.shard_map``, or rows sharded over Explicit mesh
 axes) the core gets ``Collectives`` built from ``jax.lax`` over the mesh axis: each device's

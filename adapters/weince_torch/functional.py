@@ -4,7 +4,8 @@
 ``state`` (``beta_t``). Autograd goes through one ``torch.autograd.Function`` whose forward is the
 core's ``nt_xent_forward`` and whose backward is the core's analytic gradient
 ``nt_xent_backward``, so PyTorch differentiates the same formula as every other backend, and
-only the core's O(N d) residuals are kept between forward and backward (``S`` is recomputed).
+only the core's O(N d) residuals are kept between forward and backward (``S`` is recomputed,
+unless it is small: ``2N <= 4 d``).
 
 Across processes (``gather``, see ``weince_torch.distributed``), the core runs with
 ``Collectives`` built from ``torch.distributed``: each process passes its own rows and gets the

@@ -63,3 +63,17 @@ def test_gradient_scales_with_the_upstream_gradient_and_keeps_the_input_dtype():
     twice = wc.nt_xent_backward(residuals, config, grad_output=np.float32(2.0))
     assert once[0].dtype == np.float16
     np.testing.assert_allclose(twice[0], 2 * once[0].astype(np.float32), rtol=2e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_s_is_kept_only_while_small_and_the_gradient_is_the_same_either_way(preset):
+    rng = np.random.default_rng(5)
+    config = wc.WEINCEConfig.preset(preset, min_tail=8, top_m=5, beta_min_tail=16)
+    for n, d, kept in [(8, 4, True), (8, 3, False)]:  # 2N = 16 against 4 d = 16, 12
+        z_i, z_j = rng.normal(size=(n, d)), rng.normal(size=(n, d))
+        _, _, _, residuals = wc.nt_xent_forward(z_i, z_j, wc.init_state(config, like=z_i), config)
+        assert (residuals.sim is not None) == kept
+        if kept:
+            assert residuals.sim.shape == (2 * n, 2 * n)
+            recomputed = wc.nt_xent_backward(residuals._replace(sim=None), config)
+            np.testing.assert_array_equal(wc.nt_xent_backward(residuals, config), recomputed)
