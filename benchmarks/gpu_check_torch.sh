@@ -44,6 +44,9 @@ bench() {  # bench SECONDS NAME ARGS...: one `weince bench` run, its table in $O
 bench 100 torch_speed_fp32 --dtypes float32 --sizes 512 2048 8192 --json "$OUT/torch_speed_fp32.json"
 bench 60 torch_speed_bf16 --dtypes bfloat16 --sizes 2048 8192
 bench 110 torch_speed_compiled --dtypes float32 --sizes 8192 --presets paper --compile --repeats 30
+# CUDA graphs: small batches are bound by launches (the 2N = 2048 goal against the published figure)
+bench 150 torch_speed_cudagraphs --dtypes float32 --sizes 512 2048 --presets infonce paper \
+  --compile reduce-overhead --repeats 30
 if [ -d .device/core_opt/weince_core ]; then  # a proposed core, measured on the same machine
   PYTHONPATH=$PWD/.device/core_opt:$PYTHONPATH bench 70 torch_speed_fp32_core_opt \
     --dtypes float32 --sizes 2048 8192

@@ -11,7 +11,10 @@ dtype and size, measured in the same process.
 With ``--compile`` (PyTorch only), the floor and every preset also run under
 ``torch.compile(fullgraph=True)``: extra rows ``floor compiled``, ``paper compiled``, ... whose
 ratio is, like every other row's, to the eager floor (compiled against compiled: divide by the
-``floor compiled`` row). Compilation happens in the warm-up steps and is not timed.
+``floor compiled`` row). ``--compile reduce-overhead`` (or another ``torch.compile`` mode)
+compiles in that mode: on a GPU, ``reduce-overhead`` replays CUDA graphs, which removes the
+launch cost that bounds small batches. Compilation happens in the warm-up steps and is not
+timed.
 
 Method: inputs are two correlated views of ``N = 2N / 2`` rows of dimension ``d``, the same
 NumPy draw for every framework: Gaussian (``--inputs random``, the default), or tight clusters
@@ -57,6 +60,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 PRESETS = ("infonce", "blend", "paper")
 FLOOR = "floor"
 COMPILED = " compiled"  # suffix of the methods run under torch.compile (--compile)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 INPUTS = ("random", "clustered")
 METHODS = (FLOOR, *PRESETS)
 SIZES = {"cpu": [512, 2048], "cuda": [512, 2048, 8192]}
@@ -92,8 +96,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--compile",
-        action="store_true",
-        help="PyTorch: also time the floor and presets under torch.compile (extra rows)",
+        nargs="?",
+        const="default",
+        choices=COMPILE_MODES,
+        metavar="MODE",
+        help="PyTorch: also time the floor and presets under torch.compile (extra rows); "
+        f"MODE: one of {', '.join(COMPILE_MODES)} (default: default)",
     )
     parser.add_argument(
         "--threads", type=int, help="PyTorch CPU threads (default: PyTorch's own choice)"
@@ -196,7 +204,7 @@ def torch_targets(devices: list[str], threads: int | None = None) -> Iterator[Ta
     from weince_torch import WEINCEConfig, WEINCELoss
 
     def make_steps(
-        a: Any, b: Any, dtype: str, presets: list[str], compiled: bool, device: str
+        a: Any, b: Any, dtype: str, presets: list[str], compiled: str | None, device: str
     ) -> dict:
         z_i, z_j = (
             torch.from_numpy(z).to(device=device, dtype=getattr(torch, dtype)).requires_grad_(True)
@@ -220,7 +228,9 @@ def torch_targets(devices: list[str], threads: int | None = None) -> Iterator[Ta
             torch._dynamo.reset()  # static shapes, compiled afresh for each size and dtype
             warnings.filterwarnings("ignore", "Dynamo detected a call to a `functools.lru_cache")
             for method in methods:
-                compiled_loss = torch.compile(loss_of(method), fullgraph=True, dynamic=False)
+                compiled_loss = torch.compile(
+                    loss_of(method), fullgraph=True, dynamic=False, mode=compiled
+                )
                 losses[method + COMPILED] = compiled_loss
 
         def step(loss: Any) -> Step:
@@ -295,7 +305,7 @@ def jax_targets(devices: list[str], threads: int | None = None) -> Iterator[Targ
     grad_weince = jax.value_and_grad(weince_jax.weince_loss, argnums=(0, 1), has_aux=True)
 
     def make_steps(
-        a: Any, b: Any, dtype: str, presets: list[str], compiled: bool, device: Any
+        a: Any, b: Any, dtype: str, presets: list[str], compiled: str | None, device: Any
     ) -> dict:
         with jax.default_device(device), jax.default_matmul_precision("highest"):
             z_i, z_j = (jax.device_put(jnp.asarray(z, getattr(jnp, dtype)), device) for z in (a, b))
@@ -374,7 +384,7 @@ def cupy_targets(devices: list[str], threads: int | None = None) -> Iterator[Tar
     except cupy.cuda.runtime.CUDARuntimeError:
         return
 
-    def make_steps(a: Any, b: Any, dtype: str, presets: list[str], compiled: bool) -> dict:
+    def make_steps(a: Any, b: Any, dtype: str, presets: list[str], compiled: str | None) -> dict:
         z_i, z_j = cupy.asarray(a, dtype), cupy.asarray(b, dtype)
         steps: dict[str, Step] = {FLOOR: lambda: minimal_infonce_value_and_grad(cupy, z_i, z_j)}
         for preset in presets:
@@ -419,7 +429,7 @@ def bench_target(target: Target, args: argparse.Namespace) -> list[dict[str, Any
     for dtype in dtypes:
         for size in sizes:
             z_i, z_j = views(size, args.dim, args.inputs)
-            compiled = args.compile and target.backend == "torch"
+            compiled = args.compile if target.backend == "torch" else None
             steps = target.make_steps(z_i, z_j, dtype, list(args.presets), compiled)
             peaks: dict[str, float | None] = {}
             for name, step in steps.items():

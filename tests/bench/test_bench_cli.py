@@ -133,3 +133,13 @@ def test_summary_statistics() -> None:
     assert stats["median_ms"] == 3.0 and stats["min_ms"] == 1.0 and stats["max_ms"] == 5.0
     assert stats["q1_ms"] == 2.0 and stats["q3_ms"] == 4.0
     assert importlib.util.find_spec("weince.bench") is not None
+
+
+def test_compile_takes_an_optional_torch_compile_mode() -> None:
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    assert parser.parse_args([]).compile is None
+    assert parser.parse_args(["--compile", "--sizes", "32"]).compile == "default"
+    assert parser.parse_args(["--compile", "reduce-overhead"]).compile == "reduce-overhead"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--compile", "fastest"])
