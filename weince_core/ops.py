@@ -28,6 +28,10 @@ Namespace = Any
 
 def sigmoid(x: Array, xp: Namespace) -> Array:
     """``1 / (1 + exp(-x))``, without overflow for large ``|x|``."""
+    if is_torch_namespace(xp):
+        return sys.modules["torch"].sigmoid(x)
+    if is_jax_namespace(xp):
+        return sys.modules["jax"].nn.sigmoid(x)
     e = xp.exp(-xp.abs(x))
     return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 

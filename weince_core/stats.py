@@ -81,10 +81,11 @@ def tail_fit(top: Array, config: WEINCEConfig, xp: Namespace) -> tuple[Array, Ar
     x = _log_shortfall(top[:, first:], eps, xp)
     xc = x - xp.mean(x, axis=-1, keepdims=True)
     sxx = xp.clip(xp.sum(xc * xc, axis=-1), min=TINY)
-    levels = _levels(k, first, eps, top, xp)
-    log_levels = xp.log(levels)
-    slope_w, sse_w, _ = _centered_ols(xc, log_levels, sxx, xp)
-    slope_g, sse_g, _ = _centered_ols(xc, xp.log(-log_levels), sxx, xp)
+    log_levels = xp.log(_levels(k, first, eps, top, xp))
+    # Both fits at once: y is (2, 1, n), the Weibull levels then the Gumbel ones.
+    y = xp.stack([log_levels, xp.log(-log_levels)])[:, None, :]
+    slopes, sses, _ = _centered_ols(xc, y, sxx, xp)
+    slope_w, slope_g, sse_w, sse_g = slopes[0, :], slopes[1, :], sses[0, :], sses[1, :]
     sse_w = xp.where(slope_w <= 0, sse_w + WRONG_SIGN_PENALTY, sse_w)
     sse_g = xp.where(slope_g >= 0, sse_g + WRONG_SIGN_PENALTY, sse_g)
     # AIC = n log(SSE / n) + 4 for each fit; the constants cancel in the difference.

@@ -44,12 +44,15 @@ def test_logsumexp_leaves_out_minus_infinity_and_is_stable():
     )
 
 
-def test_sigmoid_is_exact_at_the_extremes_and_symmetric():
-    x = np.asarray([-1e4, -30.0, 0.0, 30.0, 1e4])
+@pytest.mark.parametrize("xp_name", ["numpy", "torch", "jax.numpy"])
+def test_sigmoid_is_exact_at_the_extremes_and_symmetric(xp_name):
+    xp = pytest.importorskip(xp_name)
+    x = np.asarray([-1e4, -30.0, -1e-3, 0.0, 1e-3, 30.0, 1e4])
     with np.errstate(over="raise", invalid="raise", divide="raise"):
-        y = ops.sigmoid(x, np)
-    assert y[0] == 0.0 and y[-1] == 1.0 and y[2] == 0.5
+        y = np.from_dlpack(ops.sigmoid(xp.asarray(x), array_namespace(xp.asarray(x))))
+    assert y[0] == 0.0 and y[-1] == 1.0 and y[3] == 0.5
     np.testing.assert_allclose(y + y[::-1], 1.0, rtol=1e-15)
+    np.testing.assert_allclose(y[1:-1], 1.0 / (1.0 + np.exp(-x[1:-1])), rtol=1e-15)
 
 
 @pytest.mark.parametrize("xp_name", ["numpy", "array_api_strict", "torch", "jax.numpy"])
