@@ -367,6 +367,14 @@ def reciprocal_(x: Array, xp: Namespace) -> Array:
     return x.reciprocal_() if native.__name__ == "torch" else native.divide(1.0, x, out=x)
 
 
+def one_minus_(x: Array, xp: Namespace) -> Array:
+    """``1 - x``, in place where the backend allows: ``x`` must be a temporary."""
+    native = _in_place_module(xp)
+    if native is None:
+        return 1.0 - x
+    return native.subtract(1.0, x, out=x)
+
+
 def add_product_(out: Array, a: Array, b: Array, xp: Namespace) -> Array:
     """``out + a * b``, in place where the backend allows: ``out`` must be a temporary."""
     native = _in_place_module(xp)

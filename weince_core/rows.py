@@ -26,6 +26,7 @@ from .ops import (
     log_,
     logsumexp,
     mask_columns,
+    one_minus_,
     reciprocal_,
     take_columns,
     top_k,
@@ -59,10 +60,7 @@ def shortfall_slope(sim: Array, config: WEINCEConfig, xp: Namespace) -> Array:
 
 def _distance_to_ceiling(sim: Array, config: WEINCEConfig, xp: Namespace) -> Array:
     """``1 - clip_s(sim)``, at least ``eps``: a new array."""
-    distance = xp.clip(sim, max=1.0 - config.eps)
-    distance *= -1.0  # then + 1: exactly 1 - clip_s(sim), with no second new array
-    distance += 1.0
-    return distance
+    return one_minus_(xp.clip(sim, max=1.0 - config.eps), xp)
 
 
 def _slope_from_distance(sim: Array, distance: Array, config: WEINCEConfig, xp: Namespace) -> Array:

@@ -135,6 +135,7 @@ def test_in_place_operations_equal_their_plain_forms(xp_name):
         "log_": (ops.log_(fresh(x), namespace), np.log(x)),
         "exp_": (ops.exp_(fresh(x), namespace), np.exp(x)),
         "reciprocal_": (ops.reciprocal_(fresh(x), namespace), 1.0 / x),
+        "one_minus_": (ops.one_minus_(fresh(x), namespace), 1.0 - x),
         "add_product_": (
             ops.add_product_(fresh(x), fresh(a), fresh(b), namespace),
             x + a * b,
