@@ -346,33 +346,25 @@ def log_(x: Array, xp: Namespace) -> Array:
     memory: the elementwise passes of the loss reuse the matrices they made.
     """
     native = _in_place_module(xp)
-    if native is None:
-        return xp.log(x)
-    return x.log_() if native.__name__ == "torch" else native.log(x, out=x)
+    return xp.log(x) if native is None else native.log(x, out=x)
 
 
 def exp_(x: Array, xp: Namespace) -> Array:
     """``exp(x)``, in place where the backend allows: ``x`` must be a temporary."""
     native = _in_place_module(xp)
-    if native is None:
-        return xp.exp(x)
-    return x.exp_() if native.__name__ == "torch" else native.exp(x, out=x)
+    return xp.exp(x) if native is None else native.exp(x, out=x)
 
 
 def reciprocal_(x: Array, xp: Namespace) -> Array:
     """``1 / x``, in place where the backend allows: ``x`` must be a temporary."""
     native = _in_place_module(xp)
-    if native is None:
-        return 1.0 / x
-    return x.reciprocal_() if native.__name__ == "torch" else native.divide(1.0, x, out=x)
+    return 1.0 / x if native is None else native.reciprocal(x, out=x)
 
 
 def one_minus_(x: Array, xp: Namespace) -> Array:
     """``1 - x``, in place where the backend allows: ``x`` must be a temporary."""
     native = _in_place_module(xp)
-    if native is None:
-        return 1.0 - x
-    return native.subtract(1.0, x, out=x)
+    return 1.0 - x if native is None else native.subtract(1.0, x, out=x)
 
 
 def add_product_(out: Array, a: Array, b: Array, xp: Namespace) -> Array:
