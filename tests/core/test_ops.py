@@ -171,14 +171,14 @@ def test_largest_calls_the_function_that_makes_the_array_only_when_the_rows_do_n
         x[7] += 10.0
 
 
-def _rows_for_selection(kind, seed=0):
+def _rows_for_selection(kind, size, seed=0):
     rng = np.random.default_rng(seed)
     if kind == "all equal":
-        return np.ones((600, 600))
+        return np.ones((size, size))
     centres = rng.normal(size=(8, 64))
     spread = 1.0 if kind == "random" else 0.1
-    z = centres[rng.integers(0, 8, 1200)] * (kind != "random") + spread * rng.normal(
-        size=(1200, 64)
+    z = centres[rng.integers(0, 8, size)] * (kind != "random") + spread * rng.normal(
+        size=(size, 64)
     )
     z /= np.linalg.norm(z, axis=1, keepdims=True)
     sim = z @ z.T
@@ -186,28 +186,32 @@ def _rows_for_selection(kind, seed=0):
     if kind == "ties":
         sim = np.round(sim * 10) / 10
     if kind == "masked half":
-        sim[:, :500] = -math.inf
+        sim[:, : size // 2] = -math.inf
     return sim
 
 
-@pytest.mark.parametrize("kind", ["random", "clustered", "ties", "masked half", "all equal"])
+@pytest.mark.parametrize(
+    "kind, size",
+    [(kind, 1200) for kind in ("random", "clustered", "ties", "masked half", "all equal")]
+    + [("random", 2048), ("clustered", 2048)],  # the proportions of the loss: k = 10 % of a row
+)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_row_top_k_by_threshold_equals_lax_top_k_values_and_columns(kind, dtype):
+def test_row_top_k_by_threshold_equals_lax_top_k_values_and_columns(kind, size, dtype):
     # The JAX selection used on GPUs, checked here on the CPU: the same values and the same
     # columns (equal values in column order) as lax.top_k, through the compaction or, where
     # ties defeat the thresholds (values rounded to 0.1, all equal), through its fallback.
     jax = pytest.importorskip("jax")
     if dtype == "float64" and not jax.config.jax_enable_x64:
         pytest.skip("float64 needs jax_enable_x64 (the JAX tests turn it on)")
-    x = jax.numpy.asarray(_rows_for_selection(kind).astype(dtype))
-    k = 120
+    x = jax.numpy.asarray(_rows_for_selection(kind, size).astype(dtype))
+    k = round(0.1 * size)
     values, columns = jax.jit(lambda a: ops._top_k_rows_by_threshold(a, k))(x)
     expected_values, expected_columns = jax.lax.top_k(x, k)
     np.testing.assert_array_equal(np.asarray(values), np.asarray(expected_values))
     np.testing.assert_array_equal(np.asarray(columns), np.asarray(expected_columns))
-    keys = ops._ordered_key(x)
-    _, kept, exact = ops._row_thresholds(keys, k, 256, 8)
+    cap = ops._compaction_slots(k)
+    _, kept, exact = ops._row_thresholds(ops._ordered_key(x), k, cap, 8)
     served = kind in ("random", "clustered", "masked half")
     assert bool(exact) == served
     if served:
-        assert int(kept.min()) >= k and int(kept.max()) <= 256
+        assert int(kept.min()) >= k and int(kept.max()) <= cap

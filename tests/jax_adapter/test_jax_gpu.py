@@ -92,3 +92,21 @@ def test_a_state_committed_to_another_device_is_refused_by_name():
     state = weince_jax.init_state(device=jax.devices("cpu")[0])
     with pytest.raises(ValueError, match="incompatible devices"):
         weince_jax.weince_loss(z, z, state)
+
+
+@pytest.mark.parametrize("spread", [1.0, 0.1])  # Gaussian rows, then tight clusters
+def test_the_gpu_row_selection_equals_lax_top_k(spread):
+    # On a GPU ops.top_k takes the thresholds-and-compaction path (lax.platform_dependent):
+    # the same values and columns as lax.top_k, on the GPU.
+    from weince_core import ops
+
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(16, 64))[rng.integers(0, 16, 2048)] * (spread < 1)
+    z = z + spread * rng.normal(size=(2048, 64))
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    sim = on_gpu(z @ z.T, "float32")
+    values, columns = jax.jit(lambda s: ops.top_k(s, 205, jnp))(sim)
+    expected_values, expected_columns = jax.lax.top_k(sim, 205)
+    assert values.devices() == {GPU}
+    np.testing.assert_array_equal(np.asarray(values), np.asarray(expected_values))
+    np.testing.assert_array_equal(np.asarray(columns), np.asarray(expected_columns))
