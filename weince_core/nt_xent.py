@@ -13,7 +13,7 @@ from array_api_compat import array_namespace, device
 
 from .collectives import Collectives
 from .config import WEINCEConfig
-from .ops import symmetrized_product
+from .ops import detached, symmetrized_product
 from .rows import RowsResiduals, rows_backward, rows_forward
 from .validation import check_config, check_pair, compute_dtype
 
@@ -60,7 +60,9 @@ def nt_xent_forward(
     """``(loss, new_state, stats, residuals)`` of the two-view WEINCE loss.
 
     ``z_i``, ``z_j``: ``(N, d)`` embeddings of the two views, ``N >= 2``; ``state``: ``beta_t``
-    from ``init_state``. Half-precision inputs are computed in float32.
+    from ``init_state``. Half-precision inputs are computed in float32. PyTorch tensors are read
+    as values (detached): the gradient is ``nt_xent_backward``'s, or autograd's through
+    ``weince_torch``, which uses it.
 
     With ``collectives`` (see ``Collectives``), ``z_i`` and ``z_j`` are this rank's ``n`` rows
     of a global batch joined in rank order; the loss, ``beta_t`` and the summary statistics are
@@ -68,6 +70,7 @@ def nt_xent_forward(
     """
     config = check_config(config)
     xp = check_pair(z_i, z_j, state)
+    z_i, z_j, state = (detached(array, xp) for array in (z_i, z_j, state))
     dtype = compute_dtype(z_i.dtype, xp)
     n = z_i.shape[0]
     z = xp.astype(xp.concat([z_i, z_j], axis=0), dtype, copy=False)

@@ -26,6 +26,15 @@ Array = Any
 Namespace = Any
 
 
+def detached(x: Array, xp: Namespace) -> Array:
+    """``x``'s values outside any autograd graph (a PyTorch tensor is detached).
+
+    The core's gradient is its analytic backward pass, never autograd through its operations:
+    those select by integer keys and update arrays in place, which autograd cannot follow.
+    """
+    return x.detach() if is_torch_namespace(xp) else x
+
+
 def sigmoid(x: Array, xp: Namespace) -> Array:
     """``1 / (1 + exp(-x))``, without overflow for large ``|x|``."""
     if is_torch_namespace(xp):

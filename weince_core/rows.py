@@ -21,6 +21,7 @@ from .config import WEINCEConfig
 from .ops import (
     add_at_columns,
     add_product_,
+    detached,
     exp_,
     largest,
     log_,
@@ -145,6 +146,7 @@ def rows_forward(
     summary statistics are those of all rows of all ranks.
     """
     xp = array_namespace(sim, positive, beta_t)
+    sim, beta_t = detached(sim, xp), detached(beta_t, xp)
     rows = sim.shape[0]
     total_rows = rows * world_size(collectives)
     k = tail.tail_size(num_negatives, config) if config.uses_tail_statistics else 0
@@ -242,6 +244,7 @@ def rows_backward(
     computed on those columns only and added there.
     """
     xp = array_namespace(sim, positive)
+    sim = detached(sim, xp)
     rows = sim.shape[0] if total_rows is None else total_rows
     lam = residuals.lam
     logits, distance = _blend(sim, lam, config, xp, keep_distance=True)

@@ -77,3 +77,18 @@ def test_s_is_kept_only_while_small_and_the_gradient_is_the_same_either_way(pres
             assert residuals.sim.shape == (2 * n, 2 * n)
             recomputed = wc.nt_xent_backward(residuals._replace(sim=None), config)
             np.testing.assert_array_equal(wc.nt_xent_backward(residuals, config), recomputed)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_the_core_reads_tensors_that_require_grad_as_values(preset):
+    # Called directly on PyTorch tensors in a training loop (for a logged loss, say), the core
+    # runs and gives the same numbers; its gradient is nt_xent_backward's, not autograd's.
+    torch = pytest.importorskip("torch")
+    config = wc.WEINCEConfig.preset(preset)
+    rng = np.random.default_rng(6)
+    z_i, z_j = (torch.asarray(rng.normal(size=(64, 16))) for _ in range(2))
+    state = wc.init_state(config, like=z_i)
+    plain = wc.nt_xent(z_i, z_j, state, config)
+    tracked = wc.nt_xent(z_i.requires_grad_(), z_j.requires_grad_(), state, config)
+    assert not tracked[0].requires_grad
+    assert torch.equal(tracked[0], plain[0]) and torch.equal(tracked[1], plain[1])
