@@ -122,10 +122,11 @@ def _top_k_rows_by_threshold(x: Array, k: int) -> tuple[Array, Array]:
         slot_keys = jnp.take_along_axis(keys, column, axis=1)
         empty = jnp.iinfo(keys.dtype).min
         slot_keys = jnp.where(slots[None, :] <= kept[:, None], slot_keys, empty)
-        order_keys, order_columns = lax.sort(
-            (~slot_keys, column), dimension=1, num_keys=1, is_stable=True
-        )
-        return _from_key(~order_keys[:, :k], x.dtype), order_columns[:, :k]
+        _, order_columns = lax.sort((~slot_keys, column), dimension=1, num_keys=1, is_stable=True)
+        top_columns = order_columns[:, :k]
+        # The values gathered from x, not decoded from the keys: the same numbers, and
+        # differentiable where x is (as lax.top_k's are).
+        return jnp.take_along_axis(x, top_columns, axis=1), top_columns
 
     return lax.cond(exact, compacted, lambda: _top_k(x, k, jnp))
 

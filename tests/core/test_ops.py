@@ -215,3 +215,15 @@ def test_row_top_k_by_threshold_equals_lax_top_k_values_and_columns(kind, size, 
     assert bool(exact) == served
     if served:
         assert int(kept.min()) >= k and int(kept.max()) <= cap
+
+
+def test_row_top_k_by_threshold_is_differentiable_like_lax_top_k():
+    jax = pytest.importorskip("jax")
+    x = jax.numpy.asarray(_rows_for_selection("random", 1200).astype("float32"))
+    x = jax.numpy.where(jax.numpy.isfinite(x), x, 0.0)
+
+    def gradient(select):
+        return jax.grad(lambda a: (select(a)[0] ** 2).sum())(x)
+
+    by_threshold = gradient(lambda a: ops._top_k_rows_by_threshold(a, 120))
+    np.testing.assert_array_equal(by_threshold, gradient(lambda a: jax.lax.top_k(a, 120)))
