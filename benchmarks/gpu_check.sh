@@ -35,4 +35,4 @@ step tests 240 "$PY" -m pytest -q -rs -p no:cacheprovider --durations=8 \
 step crosscheck 240 "$PY" -m weince crosscheck --sizes 256 --preset all --steps 2 --json "$OUT/crosscheck.json"
 step speed 240 "$PY" -m weince bench --devices cuda --repeats 10 --json "$OUT/bench.json" \
   --plot "$OUT/bench.png"
-step primitives 60 "$PY" benchmarks/gpu_primitives.py
+step primitives 90 "$PY" benchmarks/gpu_primitives.py
