@@ -19,6 +19,7 @@ from array_api_compat import (
     is_cupy_namespace,
     is_jax_namespace,
     is_numpy_namespace,
+    is_torch_array,
     is_torch_namespace,
 )
 
@@ -321,9 +322,8 @@ def _ordered_key(x: Array) -> Array:
 
     Applied to such integers instead, the map returns the floats' bits: it is its own inverse.
     """
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(x, torch.Tensor):
-        native, floating = torch, x.is_floating_point()
+    if is_torch_array(x):
+        native, floating = sys.modules["torch"], x.is_floating_point()
     else:
         native = sys.modules["jax.numpy"]
         floating = native.issubdtype(x.dtype, native.floating)
@@ -340,8 +340,7 @@ def _from_key(key: Array, dtype: Any) -> Array:
 
 
 def _bitcast(x: Array, dtype: Any) -> Array:
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(x, torch.Tensor):
+    if is_torch_array(x):
         return x.view(dtype)
     return sys.modules["jax"].lax.bitcast_convert_type(x, dtype)
 
@@ -388,10 +387,9 @@ def one_minus_(x: Array, xp: Namespace) -> Array:
 
 def add_product_(out: Array, a: Array, b: Array, xp: Namespace) -> Array:
     """``out + a * b``, in place where the backend allows: ``out`` must be a temporary."""
-    native = _in_place_module(xp)
-    if native is not None and native.__name__ == "torch":
+    if is_torch_namespace(xp):
         return out.addcmul_(a, b)
-    if native is None:
+    if _in_place_module(xp) is None:
         return out + a * b
     out += a * b
     return out
@@ -399,11 +397,11 @@ def add_product_(out: Array, a: Array, b: Array, xp: Namespace) -> Array:
 
 def zero_where_(x: Array, condition: Array, xp: Namespace) -> Array:
     """``x`` with 0 where ``condition``, in place where the backend allows (``x`` a temporary)."""
+    if is_torch_namespace(xp):
+        return x.masked_fill_(condition, 0.0)
     native = _in_place_module(xp)
     if native is None:
         return xp.where(condition, 0.0, x)
-    if native.__name__ == "torch":
-        return x.masked_fill_(condition, 0.0)
     native.copyto(x, 0.0, where=condition)  # an elementwise kernel (a mask index syncs CuPy)
     return x
 
