@@ -13,7 +13,7 @@ from .nt_xent import (
     nt_xent_forward,
     nt_xent_value_and_grad,
 )
-from .rows import RowsResiduals, rows_backward, rows_forward
+from .rows import RowsResiduals, rows_backward, rows_forward, rows_value_and_grad
 from .state import init_state
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "nt_xent_value_and_grad",
     "rows_backward",
     "rows_forward",
+    "rows_value_and_grad",
 ]
 
 __version__ = "0.1.0"

@@ -2,6 +2,7 @@
 
 ``nt_xent_forward`` keeps O(N d) residuals; ``nt_xent_backward`` recomputes ``S`` from them
 (unless ``S`` is no larger than a few times ``U``: then it is kept, see ``KEPT_SIM_RATIO``).
+``nt_xent_value_and_grad`` computes the loss and its gradient in one pass, recomputing nothing.
 Spread over ranks, each rank's rows of ``S`` are its anchors against every rank's rows.
 """
 
@@ -14,7 +15,7 @@ from array_api_compat import array_namespace, device
 from .collectives import Collectives
 from .config import WEINCEConfig
 from .ops import detached, symmetrized_product
-from .rows import RowsResiduals, rows_backward, rows_forward
+from .rows import RowsResiduals, rows_backward, rows_forward, rows_value_and_grad
 from .validation import check_config, check_pair, compute_dtype
 
 Array = Any
@@ -68,6 +69,20 @@ def nt_xent_forward(
     of a global batch joined in rank order; the loss, ``beta_t`` and the summary statistics are
     those of the global batch, the per-anchor statistics those of this rank's anchors.
     """
+    loss, new_state, stats, residuals = _nt_xent(z_i, z_j, state, config, collectives, None)
+    return loss, new_state, stats, residuals
+
+
+def _nt_xent(
+    z_i: Array,
+    z_j: Array,
+    state: Array,
+    config: WEINCEConfig | None,
+    collectives: Collectives | None,
+    grad_dtype: Any,
+) -> tuple[Array, Array, dict[str, Array], Any]:
+    """``nt_xent_forward``, or with ``grad_dtype`` (not None) ``nt_xent_value_and_grad`` with
+    the gradient in that dtype in place of the residuals."""
     config = check_config(config)
     xp = check_pair(z_i, z_j, state)
     z_i, z_j, state = (detached(array, xp) for array in (z_i, z_j, state))
@@ -85,14 +100,17 @@ def nt_xent_forward(
         anchors = xp.concat([own, own + total // 2])
     positive, excluded = _two_view_rows(anchors, total)
     sim = u @ u_all.T
+    rows_args = (sim, positive, excluded, xp.astype(state, dtype), config)  # state: a copy
+    if grad_dtype is not None:
+        loss, beta_t, stats, d_sim = rows_value_and_grad(
+            *rows_args, num_negatives=total - 2, collectives=collectives
+        )
+        g_z = xp.astype(
+            _embedding_gradient(d_sim, u, scale, u_all, collectives), grad_dtype, copy=False
+        )
+        return loss, xp.astype(beta_t, state.dtype), stats, (g_z[:n, :], g_z[n:, :])
     loss, beta_t, stats, rows = rows_forward(
-        sim,
-        positive,
-        excluded,
-        xp.astype(state, dtype),  # a copy: the caller may update its state in place
-        config,
-        num_negatives=total - 2,
-        collectives=collectives,
+        *rows_args, num_negatives=total - 2, collectives=collectives
     )
     kept_sim = sim if total <= KEPT_SIM_RATIO * u.shape[1] else None
     residuals = NTXentResiduals(u, scale, u_all, anchors, kept_sim, rows)
@@ -122,20 +140,7 @@ def nt_xent_backward(
     positive, excluded = _two_view_rows(residuals.anchors, total)
     sim = u @ u_all.T if residuals.sim is None else residuals.sim
     d_sim = rows_backward(sim, positive, excluded, residuals.rows, config, total_rows=total)
-    if collectives is None:  # u_all is u: dL/dS and (dL/dS)^T both multiply u
-        g_u = symmetrized_product(d_sim, u, xp)
-    else:
-        half = total // 2
-        as_candidates = d_sim.T @ u
-        as_candidates = xp.concat(
-            [
-                collectives.sum_scatter(as_candidates[:half, :]),
-                collectives.sum_scatter(as_candidates[half:, :]),
-            ],
-            axis=0,
-        )
-        g_u = d_sim @ u_all + as_candidates
-    g_z = (g_u - u * xp.sum(u * g_u, axis=1, keepdims=True)) / scale[:, None]
+    g_z = _embedding_gradient(d_sim, u, scale, u_all, collectives)
     if grad_output is not None:
         g_z = g_z * grad_output
     if dtype is not None:
@@ -152,9 +157,42 @@ def nt_xent(
 
 
 def nt_xent_value_and_grad(
-    z_i: Array, z_j: Array, state: Array, config: WEINCEConfig | None = None
+    z_i: Array,
+    z_j: Array,
+    state: Array,
+    config: WEINCEConfig | None = None,
+    *,
+    dtype: Any = None,
+    collectives: Collectives | None = None,
 ) -> tuple[Array, tuple[Array, Array], Array, dict[str, Array]]:
-    """``(loss, (grad_i, grad_j), new_state, stats)``; gradients in the inputs' dtype."""
-    loss, new_state, stats, residuals = nt_xent_forward(z_i, z_j, state, config)
-    grads = nt_xent_backward(residuals, config, dtype=z_i.dtype)
+    """``(loss, (dL/dz_i, dL/dz_j), new_state, stats)``: ``nt_xent_forward`` and
+    ``nt_xent_backward`` in one call, with ``S`` and the blended logits made once for both.
+
+    The gradient comes in ``dtype``, by default the inputs'. ``collectives`` as in
+    ``nt_xent_forward``: the gradient is then the global loss's with respect to this rank's rows.
+    """
+    grad_dtype = z_i.dtype if dtype is None else dtype
+    loss, new_state, stats, grads = _nt_xent(z_i, z_j, state, config, collectives, grad_dtype)
     return loss, grads, new_state, stats
+
+
+def _embedding_gradient(
+    d_sim: Array, u: Array, scale: Array, u_all: Array, collectives: Collectives | None
+) -> Array:
+    """``dL/dZ`` (``(2n, d)``, this rank's rows) from ``dL/dS``, through ``S = U U_all^T`` and
+    ``U = Z / scale``."""
+    xp = array_namespace(u)
+    if collectives is None:  # u_all is u: dL/dS and (dL/dS)^T both multiply u
+        g_u = symmetrized_product(d_sim, u, xp)
+    else:
+        half = u_all.shape[0] // 2
+        as_candidates = d_sim.T @ u
+        as_candidates = xp.concat(
+            [
+                collectives.sum_scatter(as_candidates[:half, :]),
+                collectives.sum_scatter(as_candidates[half:, :]),
+            ],
+            axis=0,
+        )
+        g_u = d_sim @ u_all + as_candidates
+    return (g_u - u * xp.sum(u * g_u, axis=1, keepdims=True)) / scale[:, None]

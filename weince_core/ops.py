@@ -69,6 +69,18 @@ def logsumexp(x: Array, xp: Namespace, *, overwrite: bool = False) -> Array:
     return xp.log(xp.sum(exp_(x, xp), axis=-1)) + peak[..., 0]
 
 
+def softmax_(x: Array, xp: Namespace) -> tuple[Array, Array]:
+    """``(softmax(x), logsumexp(x))`` over the last axis, the softmax in place of ``x`` where
+    the backend allows (``x`` a temporary); entries of ``-inf`` get probability 0."""
+    peak = xp.max(x, axis=-1, keepdims=True)
+    peak = xp.where(xp.isfinite(peak), peak, 0.0)
+    x -= peak
+    x = exp_(x, xp)
+    total = xp.sum(x, axis=-1, keepdims=True)
+    x /= total
+    return x, xp.log(total[..., 0]) + peak[..., 0]
+
+
 def top_k(x: Array, k: int, xp: Namespace, *, excluded: Array | None = None) -> tuple[Array, Array]:
     """The ``k`` largest entries of each row of the 2-D ``x``, in descending order, and their
     columns; with ``excluded`` (``(R, E)`` columns), those entries left out."""
@@ -395,14 +407,15 @@ def add_product_(out: Array, a: Array, b: Array, xp: Namespace) -> Array:
     return out
 
 
-def zero_where_(x: Array, condition: Array, xp: Namespace) -> Array:
-    """``x`` with 0 where ``condition``, in place where the backend allows (``x`` a temporary)."""
+def fill_at_most_(x: Array, threshold: float, value: float, xp: Namespace) -> Array:
+    """``x`` with ``value`` where ``x <= threshold``, in place where the backend allows (``x`` a
+    temporary). One pass on PyTorch (``threshold_``), no boolean array."""
     if is_torch_namespace(xp):
-        return x.masked_fill_(condition, 0.0)
+        return sys.modules["torch"].threshold_(x, threshold, value)
     native = _in_place_module(xp)
     if native is None:
-        return xp.where(condition, 0.0, x)
-    native.copyto(x, 0.0, where=condition)  # an elementwise kernel (a mask index syncs CuPy)
+        return xp.where(x <= threshold, value, x)
+    native.copyto(x, value, where=x <= threshold)  # an elementwise kernel (a mask index syncs CuPy)
     return x
 
 

@@ -5,7 +5,9 @@ of each row's positive, and the columns each row excludes (not candidates at all
 itself). The remaining columns are the row's negatives, ``num_negatives`` of them in every row.
 
 ``rows_forward`` keeps only per-row residuals; ``rows_backward`` recomputes the rest from
-``sim`` and returns ``dL/dsim``. The pairing forms turn that into gradients of embeddings.
+``sim`` and returns ``dL/dsim``. ``rows_value_and_grad`` does both at once, reusing the
+forward's ``(R, C)`` arrays instead of recomputing them. The pairing forms turn ``dL/dsim``
+into gradients of embeddings.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+import numpy as np
 from array_api_compat import array_namespace, device
 
 from . import stats as tail
@@ -23,15 +26,16 @@ from .ops import (
     add_product_,
     detached,
     exp_,
+    fill_at_most_,
     largest,
     log_,
     logsumexp,
     mask_columns,
     one_minus_,
     reciprocal_,
+    softmax_,
     take_columns,
     top_k,
-    zero_where_,
 )
 
 Array = Any
@@ -56,7 +60,7 @@ def shortfall_logit(sim: Array, config: WEINCEConfig, xp: Namespace) -> Array:
 
 def shortfall_slope(sim: Array, config: WEINCEConfig, xp: Namespace) -> Array:
     """``d/dsim`` of the shortfall coordinate: ``1 / (1 - sim)`` below the cap, 0 above."""
-    return _slope_from_distance(sim, _distance_to_ceiling(sim, config, xp), config, xp)
+    return _slope_from_distance(_distance_to_ceiling(sim, config, xp), config, xp)
 
 
 def _distance_to_ceiling(sim: Array, config: WEINCEConfig, xp: Namespace) -> Array:
@@ -64,10 +68,20 @@ def _distance_to_ceiling(sim: Array, config: WEINCEConfig, xp: Namespace) -> Arr
     return one_minus_(xp.clip(sim, max=1.0 - config.eps), xp)
 
 
-def _slope_from_distance(sim: Array, distance: Array, config: WEINCEConfig, xp: Namespace) -> Array:
-    """``1 / distance``, 0 where ``sim`` is clamped (its slope is 0 there, not ``1 / eps``);
-    in place of ``distance``."""
-    return zero_where_(reciprocal_(distance, xp), sim >= 1.0 - config.eps, xp)
+def _slope_from_distance(distance: Array, config: WEINCEConfig, xp: Namespace) -> Array:
+    """``1 / distance``, 0 where ``sim`` was clamped (its slope is 0 there, not ``1 / eps``); in
+    place of ``distance``.
+
+    The clamped entries are exactly those at the least distance, ``1 - fl(1 - eps)``: ``1 - s``
+    is exact for ``s >= 1/2`` (Sterbenz), so any ``s`` below the cap is strictly farther.
+    """
+    clamped = 1.0 - float(np.asarray(1.0 - config.eps, dtype=_numpy_dtype(distance.dtype, xp)))
+    return reciprocal_(fill_at_most_(distance, clamped, math.inf, xp), xp)
+
+
+def _numpy_dtype(dtype: Any, xp: Namespace) -> Any:
+    """The NumPy float dtype of ``dtype``'s width (float32 or float64, the compute dtypes)."""
+    return np.float32 if xp.finfo(dtype).bits == 32 else np.float64
 
 
 def blended_logits(sim: Array, lam: Array, config: WEINCEConfig, xp: Namespace) -> Array:
@@ -145,6 +159,62 @@ def rows_forward(
     ranks: per-row statistics stay local, while ``rho0``, the ``beta_t`` tail, the loss and the
     summary statistics are those of all rows of all ranks.
     """
+    return _rows_forward(
+        sim,
+        positive,
+        excluded,
+        beta_t,
+        config,
+        num_negatives=num_negatives,
+        collectives=collectives,
+        keep_dense=False,
+    )[:4]
+
+
+def rows_value_and_grad(
+    sim: Array,
+    positive: Array,
+    excluded: Array | None,
+    beta_t: Array,
+    config: WEINCEConfig,
+    *,
+    num_negatives: int,
+    collectives: Collectives | None = None,
+) -> tuple[Array, Array, dict[str, Array], Array]:
+    """``(loss, new_beta_t, stats, dL/dsim)``: ``rows_forward`` and ``rows_backward`` in one.
+
+    The same numbers as the two calls (to rounding), with the rows' softmax of the blended
+    logits and ``1 - clip_s(sim)`` made once for both: these ``(R, C)`` arrays live only during
+    this call. Arguments as in ``rows_forward``.
+    """
+    loss, beta_t, stats, residuals, dense = _rows_forward(
+        sim,
+        positive,
+        excluded,
+        beta_t,
+        config,
+        num_negatives=num_negatives,
+        collectives=collectives,
+        keep_dense=True,
+    )
+    total_rows = sim.shape[0] * world_size(collectives)
+    d_sim = _rows_backward(sim, positive, excluded, residuals, config, total_rows, dense)
+    return loss, beta_t, stats, d_sim
+
+
+def _rows_forward(
+    sim: Array,
+    positive: Array,
+    excluded: Array | None,
+    beta_t: Array,
+    config: WEINCEConfig,
+    *,
+    num_negatives: int,
+    collectives: Collectives | None,
+    keep_dense: bool,
+) -> tuple[Array, Array, dict[str, Array], RowsResiduals, tuple[Array, Array | None] | None]:
+    """``rows_forward``, and with ``keep_dense`` the rows' softmax of the blended logits and
+    ``1 - clip_s(sim)`` (``None`` with the gate off) for ``_rows_backward``."""
     xp = array_namespace(sim, positive, beta_t)
     sim, beta_t = detached(sim, xp), detached(beta_t, xp)
     rows = sim.shape[0]
@@ -188,9 +258,13 @@ def rows_forward(
         stats.update(beta_t=beta_t, beta_hat=nan, beta_r2=nan, beta_updated=no_update)
     beta_used = stats["beta_t"]
 
-    logits = _without(blended_logits(sim, lam, config, xp), excluded, xp)
+    logits, distance = _blend(sim, lam, config, xp, keep_distance=keep_dense)
+    logits = _without(logits, excluded, xp)
     positive_logit = _row_values(logits, positive, xp)
-    lse = logsumexp(logits, xp, overwrite=True)
+    if keep_dense:
+        probabilities, lse = softmax_(logits, xp)
+    else:
+        lse = logsumexp(logits, xp, overwrite=True)
     loss_blend = _mean_over_rows(lse - positive_logit, total_rows, collectives, xp)
     loss = loss_blend
     zero = _scalar(0.0, sim, xp)
@@ -223,7 +297,7 @@ def rows_forward(
         lse_weibit=lse_weibit,
         lse_softmax=lse_softmax,
     )
-    return loss, beta_used, stats, residuals
+    return loss, beta_used, stats, residuals, (probabilities, distance) if keep_dense else None
 
 
 def rows_backward(
@@ -243,21 +317,37 @@ def rows_backward(
     main term and the whole top-M terms touch at most ``M' + 1`` columns per row, so they are
     computed on those columns only and added there.
     """
+    return _rows_backward(sim, positive, excluded, residuals, config, total_rows, None)
+
+
+def _rows_backward(
+    sim: Array,
+    positive: Array,
+    excluded: Array | None,
+    residuals: RowsResiduals,
+    config: WEINCEConfig,
+    total_rows: int | None,
+    dense: tuple[Array, Array | None] | None,
+) -> Array:
+    """``rows_backward``, on ``_rows_forward``'s ``dense`` pair when given (overwritten)."""
     xp = array_namespace(sim, positive)
     sim = detached(sim, xp)
     rows = sim.shape[0] if total_rows is None else total_rows
     lam = residuals.lam
-    logits, distance = _blend(sim, lam, config, xp, keep_distance=True)
-    logits = _without(logits, excluded, xp)
-    logits -= residuals.lse[:, None]
-    d_sim = exp_(logits, xp)  # the probabilities, times dG/dsim in place below
+    if dense is None:
+        logits, distance = _blend(sim, lam, config, xp, keep_distance=True)
+        logits = _without(logits, excluded, xp)
+        logits -= residuals.lse[:, None]
+        d_sim = exp_(logits, xp)  # the probabilities, times dG/dsim in place below
+    else:
+        d_sim, distance = dense
     softmax_slope = (1.0 - lam) / (config.temperature * rows)
     if distance is None:
         d_sim *= softmax_slope[:, None]
         positive_slope = softmax_slope
     else:
         weight = lam * (config.beta_w / rows)
-        slope = _slope_from_distance(sim, distance, config, xp)
+        slope = _slope_from_distance(distance, config, xp)
         slope *= weight[:, None]
         slope += softmax_slope[:, None]
         d_sim *= slope

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from array_api_compat import array_namespace
 from reference import frozen_loss, numeric_gradient
 
 import weince_core as wc
@@ -92,3 +93,54 @@ def test_the_core_reads_tensors_that_require_grad_as_values(preset):
     tracked = wc.nt_xent(z_i.requires_grad_(), z_j.requires_grad_(), state, config)
     assert not tracked[0].requires_grad
     assert torch.equal(tracked[0], plain[0]) and torch.equal(tracked[1], plain[1])
+
+
+@pytest.mark.parametrize("xp_name", ["numpy", "array_api_strict", "torch", "jax.numpy"])
+@pytest.mark.parametrize("preset", PRESETS)
+def test_value_and_grad_in_one_pass_equals_forward_then_backward(xp_name, preset):
+    # nt_xent_value_and_grad reuses the forward's S, softmax and distances; nt_xent_backward
+    # recomputes them: the two must agree to rounding, on every namespace.
+    xp = pytest.importorskip(xp_name)
+    rng = np.random.default_rng(7)
+    config = wc.WEINCEConfig.preset(preset, min_tail=8, top_m=5, beta_min_tail=16)
+    z_i, z_j = rng.normal(size=(40, 6)), rng.normal(size=(40, 6))
+    z_i[3, :] = z_j[3, :]  # a positive pair at the cap: its shortfall slope is 0
+    z_i, z_j = xp.asarray(z_i), xp.asarray(z_j)
+    state = wc.init_state(config, like=z_i)
+    loss, grads, new_state, stats = wc.nt_xent_value_and_grad(z_i, z_j, state, config)
+    loss_2, new_state_2, stats_2, residuals = wc.nt_xent_forward(z_i, z_j, state, config)
+    grads_2 = wc.nt_xent_backward(residuals, config, dtype=z_i.dtype)
+    pairs = [(loss, loss_2), (new_state, new_state_2), *zip(grads, grads_2, strict=True)]
+    for one_pass, two_passes in pairs:
+        np.testing.assert_allclose(
+            np.asarray(one_pass), np.asarray(two_passes), rtol=1e-12, atol=1e-15
+        )
+    for key, value in stats.items():
+        np.testing.assert_array_equal(np.asarray(value), np.asarray(stats_2[key]), err_msg=key)
+
+
+@pytest.mark.parametrize("xp_name", ["numpy", "array_api_strict", "torch", "jax.numpy"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_shortfall_slope_is_zero_exactly_where_the_similarity_is_clamped(xp_name, dtype):
+    xp = pytest.importorskip(xp_name)
+    config = wc.WEINCEConfig.paper()
+    cap = np.asarray(1.0 - config.eps, dtype=dtype)
+    sim = np.asarray(
+        [
+            np.nextafter(cap, 0, dtype=dtype),
+            np.nextafter(np.nextafter(cap, 0, dtype=dtype), 0, dtype=dtype),
+            cap,
+            np.nextafter(cap, 2, dtype=dtype),
+            1.0,
+            1.0 + 1e-6,
+            0.5,
+            0.25,
+            -1.0,
+        ],
+        dtype=dtype,
+    )
+    with np.errstate(divide="ignore"):  # at s = 1, in the branch that where() leaves out
+        expected = np.where(sim >= cap, 0.0, 1.0 / (1.0 - sim)).astype(dtype)
+    array = xp.asarray(sim)
+    slope = wc.rows.shortfall_slope(array, config, array_namespace(array))
+    np.testing.assert_array_equal(np.asarray(slope), expected)

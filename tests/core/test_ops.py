@@ -125,7 +125,6 @@ def test_in_place_operations_equal_their_plain_forms(xp_name):
     xp = pytest.importorskip(xp_name)
     x = np.abs(values((4, 5), seed=1)) + 0.1
     a, b = values((4, 5), seed=2), values((4, 1), seed=3)
-    condition = x > 0.8
     namespace = array_namespace(xp.asarray(x))
 
     def fresh(value):
@@ -140,9 +139,17 @@ def test_in_place_operations_equal_their_plain_forms(xp_name):
             ops.add_product_(fresh(x), fresh(a), fresh(b), namespace),
             x + a * b,
         ),
-        "zero_where_": (
-            ops.zero_where_(fresh(x), fresh(condition), namespace),
-            np.where(condition, 0.0, x),
+        "fill_at_most_": (
+            ops.fill_at_most_(fresh(x), 0.8, math.inf, namespace),
+            np.where(x <= 0.8, math.inf, x),
+        ),
+        "softmax_": (
+            ops.softmax_(fresh(a), namespace)[0],
+            np.exp(a) / np.sum(np.exp(a), axis=1, keepdims=True),
+        ),
+        "softmax_ logsumexp": (
+            ops.softmax_(fresh(a), namespace)[1],
+            np.log(np.sum(np.exp(a), axis=1)),
         ),
         "logsumexp overwrite": (
             ops.logsumexp(fresh(a), namespace, overwrite=True),
