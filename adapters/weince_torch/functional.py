@@ -1,11 +1,13 @@
 """The WEINCE loss as a differentiable PyTorch function (SPEC.md; gradient: section 6).
 
 ``weince_loss(z_i, z_j, state, config) -> (loss, new_state, stats)`` is pure: the caller keeps
-``state`` (``beta_t``). Autograd goes through one ``torch.autograd.Function`` whose forward is the
-core's ``nt_xent_forward`` and whose backward is the core's analytic gradient
-``nt_xent_backward``, so PyTorch differentiates the same formula as every other backend, and
-only the core's O(N d) residuals are kept between forward and backward (``S`` is recomputed,
-unless it is small: ``2N <= 4 d``).
+``state`` (``beta_t``). Autograd goes through one ``torch.autograd.Function``. When ``z_i`` or
+``z_j`` requires grad, its forward computes the loss and the core's analytic gradient together
+(``nt_xent_value_and_grad``: ``S`` and the blended logits are made once) and keeps only the
+gradient, O(N d), for the backward, which scales it by the loss's upstream gradient. So PyTorch
+differentiates the same formula as every other backend, and nothing of size ``N^2`` outlives
+the forward. Under ``torch.no_grad()`` (or with inputs that need no gradient) the forward
+computes the loss alone. The gradient is first-order only (a double backward raises).
 
 Across processes (``gather``, see ``weince_torch.distributed``), the core runs with
 ``Collectives`` built from ``torch.distributed``: each process passes its own rows and gets the
@@ -136,7 +138,9 @@ def _gathered_loss(
 
 
 class _WEINCEFunction(torch.autograd.Function):
-    """forward: ``wc.nt_xent_forward``; backward: ``wc.nt_xent_backward`` on saved residuals.
+    """forward: ``wc.nt_xent_value_and_grad`` when an input needs a gradient (it is computed
+    with the loss, where ``S`` and the blended logits are at hand, and kept: O(N d)), else
+    ``wc.nt_xent_forward``; backward: the kept gradient times the loss's upstream gradient.
 
     With ``collectives`` (this process's share of a global batch), the backward returns
     ``world_size`` times the gradient of the global loss (see ``weince_loss``).
@@ -152,54 +156,48 @@ class _WEINCEFunction(torch.autograd.Function):
         collectives: wc.Collectives | None,
     ) -> tuple[torch.Tensor, ...]:
         with _without_autocast(z_i):
-            loss, new_state, stats, residuals = wc.nt_xent_forward(
-                z_i, z_j, state, config, collectives=collectives
-            )
+            if any(ctx.needs_input_grad[:2]):
+                # In the compute dtype: scaled by the upstream gradient before rounding to z's.
+                grad_dtype = torch.promote_types(z_i.dtype, torch.float32)
+                loss, grads, new_state, stats = wc.nt_xent_value_and_grad(
+                    z_i, z_j, state, config, dtype=grad_dtype, collectives=collectives
+                )
+                ctx.save_for_backward(*grads)
+            else:
+                loss, new_state, stats, _ = wc.nt_xent_forward(
+                    z_i, z_j, state, config, collectives=collectives
+                )
         ctx.set_materialize_grads(False)  # no zero tensors for the statistics' unused gradients
-        ctx.config = config
-        ctx.collectives = collectives
+        ctx.world_size = 1 if collectives is None else collectives.world_size
         ctx.dtype = z_i.dtype
-        ctx.save_for_backward(*_flatten(residuals))
         outputs = _distinct([loss, new_state, *(stats[key] for key in STAT_KEYS)])
         ctx.mark_non_differentiable(*outputs[1:])
         return tuple(outputs)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(  # type: ignore[override]
         ctx: Any, grad_loss: torch.Tensor | None, *_: Any
     ) -> tuple[torch.Tensor | None, ...]:
-        residuals = _unflatten(ctx.saved_tensors)
+        grad_i, grad_j = ctx.saved_tensors
         if grad_loss is None:  # not materialised: the loss reached the graph's output unused
-            grad_loss = torch.zeros((), dtype=residuals.u.dtype, device=residuals.u.device)
-        collectives = ctx.collectives
-        if collectives is not None:
+            return None, None, None, None, None
+        if ctx.world_size > 1:
             # Every process's loss is the global loss and DDP averages: see weince_loss.
-            grad_loss = grad_loss * collectives.world_size
-        with _without_autocast(grad_loss):
-            grad_i, grad_j = wc.nt_xent_backward(
-                residuals,
-                ctx.config,
-                dtype=ctx.dtype,
-                grad_output=grad_loss,
-                collectives=collectives,
-            )
+            grad_loss = grad_loss * ctx.world_size
         needs_i, needs_j = ctx.needs_input_grad[:2]
-        return (grad_i if needs_i else None, grad_j if needs_j else None, None, None, None)
+        return (
+            (grad_i * grad_loss).to(ctx.dtype) if needs_i else None,
+            (grad_j * grad_loss).to(ctx.dtype) if needs_j else None,
+            None,
+            None,
+            None,
+        )
 
 
 def _without_autocast(like: torch.Tensor) -> torch.autocast:
     """The core picks its own precision (at least float32): autocast must not lower its matmuls."""
     return torch.autocast(device_type=like.device.type, enabled=False)
-
-
-def _flatten(residuals: wc.NTXentResiduals) -> tuple[torch.Tensor | None, ...]:
-    # NTXentResiduals ends with the nested RowsResiduals; optional entries may be None.
-    return (*residuals[:-1], *residuals.rows)
-
-
-def _unflatten(saved: tuple[torch.Tensor | None, ...]) -> wc.NTXentResiduals:
-    own = len(wc.NTXentResiduals._fields) - 1
-    return wc.NTXentResiduals._make([*saved[:own], wc.RowsResiduals._make(saved[own:])])
 
 
 def _distinct(tensors: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -105,3 +105,32 @@ def test_gradient_to_one_input_only_and_upstream_scaling():
     (grad,) = torch.autograd.grad(3.0 * loss, (z_i,))
     _, (ref_i, _), _, _ = wc.nt_xent_value_and_grad(z_i.detach(), z_j, state, config)
     assert_close_normwise(grad.numpy(), 3.0 * ref_i.numpy(), RTOL_FLOAT64, "3 * dL/dz_i")
+
+
+@pytest.mark.parametrize("preset", ["paper", "blend", "infonce"])
+def test_loss_without_gradient_equals_the_loss_computed_with_it(preset):
+    # Needing a gradient, the forward computes it with the loss (nt_xent_value_and_grad);
+    # under no_grad it computes the loss alone (nt_xent_forward): the same numbers.
+    config = WEINCEConfig.preset(preset)
+    z_i, z_j = pair(48, 8, seed=6)
+    state = init_state(config)
+    with_gradient = weince_loss(z_i, z_j, state, config)
+    with torch.no_grad():
+        without = weince_loss(z_i, z_j, state, config)
+    assert_close_normwise(with_gradient[0].detach().numpy(), without[0].numpy(), 1e-14, "loss")
+    assert torch.equal(with_gradient[1], without[1])
+    for key in STAT_KEYS:
+        exact = 0.0 if not key.startswith("loss") else 1e-14  # the losses: to rounding
+        torch.testing.assert_close(
+            with_gradient[2][key], without[2][key], rtol=exact, atol=0.0, equal_nan=True, msg=key
+        )
+
+
+def test_a_second_derivative_raises_rather_than_coming_out_wrong():
+    # The gradient is computed outside autograd: first order only, and an error beyond.
+    z_i, z_j = pair(16, 4, seed=7)
+    loss = weince_loss(z_i, z_j, init_state(), WEINCEConfig.paper())[0]
+    for upstream in (torch.ones(()), torch.ones((), dtype=torch.float64, requires_grad=True)):
+        (grad_i,) = torch.autograd.grad(loss, (z_i,), upstream, create_graph=True)
+        with pytest.raises(RuntimeError, match="not require grad|not have been used|twice"):
+            torch.autograd.grad(grad_i.sum(), (z_i,))
