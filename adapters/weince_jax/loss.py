@@ -1,10 +1,10 @@
 """The WEINCE loss as a pure, differentiable JAX function (SPEC.md; gradient: section 6).
 
-``weince_loss(z_i, z_j, state, config) -> (loss, (new_state, stats))``. The forward is the core's
-``nt_xent_forward`` and the gradient its analytic ``nt_xent_backward``, joined by one
-``jax.custom_vjp``, so JAX differentiates the same formula as every other backend and keeps only
-the core's O(N d) residuals between the passes (``S`` is recomputed in the backward pass unless
-it is small, ``2N <= 4 d``).
+``weince_loss(z_i, z_j, state, config) -> (loss, (new_state, stats))``. One ``jax.custom_vjp``:
+its primal is the core's ``nt_xent_forward``; its forward pass under ``jax.grad`` is the core's
+``nt_xent_value_and_grad`` (the loss and its analytic gradient together), keeping only the
+gradient, O(N d), for the backward pass, which scales it by the cotangent. So JAX
+differentiates the same formula as every other backend.
 
 On several devices (``axis_name`` inside ``jax.shard_map``, or rows sharded over Explicit mesh
 axes) the core gets ``Collectives`` built from ``jax.lax`` over the mesh axis: each device's
@@ -160,7 +160,10 @@ def _loss(
     beta_t: jax.Array,
 ) -> tuple[jax.Array, jax.Array, Stats]:
     """``(loss, new_beta_t, stats)``; ``dtype`` (the inputs') is the gradient's dtype."""
-    return _loss_forward(config, dtype, axis_name, z_i, z_j, beta_t)[0]
+    loss, new_beta_t, stats, _ = wc.nt_xent_forward(
+        z_i, z_j, beta_t, config, collectives=_collectives(axis_name)
+    )
+    return loss, new_beta_t, stats
 
 
 def _loss_forward(
@@ -170,24 +173,25 @@ def _loss_forward(
     z_i: jax.Array,
     z_j: jax.Array,
     beta_t: jax.Array,
-) -> tuple[tuple[jax.Array, jax.Array, Stats], wc.NTXentResiduals]:
-    loss, new_beta_t, stats, residuals = wc.nt_xent_forward(
-        z_i, z_j, beta_t, config, collectives=_collectives(axis_name)
+) -> tuple[tuple[jax.Array, jax.Array, Stats], tuple[jax.Array, jax.Array]]:
+    # The gradient is computed with the loss (S and the blended logits made once) and kept as
+    # the residual, in the compute dtype: scaled by the cotangent before rounding to dtype.
+    grad_dtype = jnp.promote_types(dtype, jnp.float32)
+    loss, grads, new_beta_t, stats = wc.nt_xent_value_and_grad(
+        z_i, z_j, beta_t, config, dtype=grad_dtype, collectives=_collectives(axis_name)
     )
-    return (loss, new_beta_t, stats), residuals
+    return (loss, new_beta_t, stats), grads
 
 
 def _loss_backward(
     config: WEINCEConfig,
     dtype: Any,
     axis_name: AxisName | None,
-    residuals: wc.NTXentResiduals,
+    grads: tuple[jax.Array, jax.Array],
     cotangents: tuple[jax.Array, Any, Any],
 ) -> tuple[jax.Array, jax.Array, None]:
     grad_loss = cotangents[0]  # those of new_beta_t and stats are dropped: no gradient there
-    grad_i, grad_j = wc.nt_xent_backward(
-        residuals, config, dtype=dtype, grad_output=grad_loss, collectives=_collectives(axis_name)
-    )
+    grad_i, grad_j = ((grad * grad_loss).astype(dtype) for grad in grads)
     return grad_i, grad_j, None  # None: a zero cotangent for beta_t
 
 
