@@ -72,6 +72,10 @@ def logsumexp(x: Array, xp: Namespace, *, overwrite: bool = False) -> Array:
 def softmax_(x: Array, xp: Namespace) -> tuple[Array, Array]:
     """``(softmax(x), logsumexp(x))`` over the last axis, the softmax in place of ``x`` where
     the backend allows (``x`` a temporary); entries of ``-inf`` get probability 0."""
+    if is_torch_namespace(xp) and x.device.type != "cpu":
+        # Fewer kernel launches; on a CPU the passes below make no new array.
+        lse = sys.modules["torch"].logsumexp(x, dim=-1)
+        return x.sub_(lse[..., None]).exp_(), lse
     peak = xp.max(x, axis=-1, keepdims=True)
     peak = xp.where(xp.isfinite(peak), peak, 0.0)
     x -= peak
