@@ -99,18 +99,19 @@ def _nt_xent(
         own = xp.arange(n, device=device(u)) + collectives.rank * n
         anchors = xp.concat([own, own + total // 2])
     positive, excluded = _two_view_rows(anchors, total)
-    sim = u @ u_all.T
-    rows_args = (sim, positive, excluded, xp.astype(state, dtype), config)  # state: a copy
+    rows_args = (positive, excluded, xp.astype(state, dtype), config)  # the state: a copy
     if grad_dtype is not None:
+        # S is passed as a temporary, so that it is freed before the gradient's products.
         loss, beta_t, stats, d_sim = rows_value_and_grad(
-            *rows_args, num_negatives=total - 2, collectives=collectives
+            u @ u_all.T, *rows_args, num_negatives=total - 2, collectives=collectives
         )
         g_z = xp.astype(
             _embedding_gradient(d_sim, u, scale, u_all, collectives), grad_dtype, copy=False
         )
         return loss, xp.astype(beta_t, state.dtype), stats, (g_z[:n, :], g_z[n:, :])
+    sim = u @ u_all.T
     loss, beta_t, stats, rows = rows_forward(
-        *rows_args, num_negatives=total - 2, collectives=collectives
+        sim, *rows_args, num_negatives=total - 2, collectives=collectives
     )
     kept_sim = sim if total <= KEPT_SIM_RATIO * u.shape[1] else None
     residuals = NTXentResiduals(u, scale, u_all, anchors, kept_sim, rows)

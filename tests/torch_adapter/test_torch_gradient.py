@@ -132,5 +132,5 @@ def test_a_second_derivative_raises_rather_than_coming_out_wrong():
     loss = weince_loss(z_i, z_j, init_state(), WEINCEConfig.paper())[0]
     for upstream in (torch.ones(()), torch.ones((), dtype=torch.float64, requires_grad=True)):
         (grad_i,) = torch.autograd.grad(loss, (z_i,), upstream, create_graph=True)
-        with pytest.raises(RuntimeError, match="not require grad|not have been used|twice"):
+        with pytest.raises(RuntimeError, match=r"not require grad|not have been used|twice"):
             torch.autograd.grad(grad_i.sum(), (z_i,))
