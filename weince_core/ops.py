@@ -58,10 +58,9 @@ def logsumexp(x: Array, xp: Namespace, *, overwrite: bool = False) -> Array:
         torch = sys.modules["torch"]
         if not (overwrite and x.device.type == "cpu"):
             return torch.logsumexp(x, dim=-1)
-        peak = torch.amax(x, dim=-1, keepdim=True).nan_to_num_(0.0, 0.0, 0.0)
+        peak = _finite_row_max(x, xp)
         return torch.sum(x.sub_(peak).exp_(), dim=-1).log_().add_(peak[..., 0])
-    peak = xp.max(x, axis=-1, keepdims=True)
-    peak = xp.where(xp.isfinite(peak), peak, 0.0)
+    peak = _finite_row_max(x, xp)
     if overwrite:
         x -= peak
     else:
@@ -76,13 +75,21 @@ def softmax_(x: Array, xp: Namespace) -> tuple[Array, Array]:
         # Fewer kernel launches; on a CPU the passes below make no new array.
         lse = sys.modules["torch"].logsumexp(x, dim=-1)
         return x.sub_(lse[..., None]).exp_(), lse
-    peak = xp.max(x, axis=-1, keepdims=True)
-    peak = xp.where(xp.isfinite(peak), peak, 0.0)
+    peak = _finite_row_max(x, xp)
     x -= peak
     x = exp_(x, xp)
     total = xp.sum(x, axis=-1, keepdims=True)
     x /= total
     return x, xp.log(total[..., 0]) + peak[..., 0]
+
+
+def _finite_row_max(x: Array, xp: Namespace) -> Array:
+    """The maximum of each row (kept as an axis), 0 where it is not finite: the shift that
+    keeps ``exp`` in range."""
+    peak = xp.max(x, axis=-1, keepdims=True)
+    if is_torch_namespace(xp):
+        return peak.nan_to_num_(0.0, 0.0, 0.0)  # one kernel; isfinite and where make five
+    return xp.where(xp.isfinite(peak), peak, 0.0)
 
 
 def top_k(x: Array, k: int, xp: Namespace, *, excluded: Array | None = None) -> tuple[Array, Array]:
