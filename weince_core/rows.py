@@ -84,15 +84,11 @@ def _numpy_dtype(dtype: Any, xp: Namespace) -> Any:
     return np.float32 if xp.finfo(dtype).bits == 32 else np.float64
 
 
-def blended_logits(sim: Array, lam: Array, config: WEINCEConfig, xp: Namespace) -> Array:
-    """``G = (1 - lam) sim / tau + lam beta_w (-log(1 - clip_s(sim)))``, ``lam`` per row."""
-    return _blend(sim, lam, config, xp)[0]
-
-
 def _blend(
     sim: Array, lam: Array, config: WEINCEConfig, xp: Namespace, *, keep_distance: bool = False
 ) -> tuple[Array, Array | None]:
-    """The blended logits (a new array) and, with ``keep_distance``, ``1 - clip_s(sim)``
+    """The blended logits ``G = (1 - lam) sim / tau + lam beta_w (-log(1 - clip_s(sim)))``, ``lam``
+    per row (a new array), and, with ``keep_distance``, ``1 - clip_s(sim)``
     (``None`` with the gate off).
 
     The ``(R, C)`` arithmetic reuses the arrays it makes (in place where the backend allows,

@@ -46,5 +46,5 @@ def test_a_gate_that_underflows_to_zero_gives_infonce_exactly(pair):
 def test_blended_logits_with_zero_lambda_are_the_softmax_logits():
     rng = np.random.default_rng(1)
     sim = np.clip(rng.normal(size=(5, 7)) / 3, -1, 1)
-    logits = wc.rows.blended_logits(sim, np.zeros(5), wc.WEINCEConfig.blend(), np)
+    logits, _ = wc.rows._blend(sim, np.zeros(5), wc.WEINCEConfig.blend(), np)
     np.testing.assert_array_equal(logits, sim / 0.5)
