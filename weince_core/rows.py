@@ -155,16 +155,8 @@ def rows_forward(
     ranks: per-row statistics stay local, while ``rho0``, the ``beta_t`` tail, the loss and the
     summary statistics are those of all rows of all ranks.
     """
-    return _rows_forward(
-        sim,
-        positive,
-        excluded,
-        beta_t,
-        config,
-        num_negatives=num_negatives,
-        collectives=collectives,
-        keep_dense=False,
-    )[:4]
+    args = (sim, positive, excluded, beta_t, config, num_negatives, collectives)
+    return _rows_forward(*args, keep_dense=False)[:4]
 
 
 def rows_value_and_grad(
@@ -183,16 +175,8 @@ def rows_value_and_grad(
     logits and ``1 - clip_s(sim)`` made once for both: these ``(R, C)`` arrays live only during
     this call. Arguments as in ``rows_forward``.
     """
-    loss, beta_t, stats, residuals, dense = _rows_forward(
-        sim,
-        positive,
-        excluded,
-        beta_t,
-        config,
-        num_negatives=num_negatives,
-        collectives=collectives,
-        keep_dense=True,
-    )
+    args = (sim, positive, excluded, beta_t, config, num_negatives, collectives)
+    loss, beta_t, stats, residuals, dense = _rows_forward(*args, keep_dense=True)
     total_rows = sim.shape[0] * world_size(collectives)
     d_sim = _rows_backward(sim, positive, excluded, residuals, config, total_rows, dense)
     return loss, beta_t, stats, d_sim
@@ -204,9 +188,9 @@ def _rows_forward(
     excluded: Array | None,
     beta_t: Array,
     config: WEINCEConfig,
-    *,
     num_negatives: int,
     collectives: Collectives | None,
+    *,
     keep_dense: bool,
 ) -> tuple[Array, Array, dict[str, Array], RowsResiduals, tuple[Array, Array | None] | None]:
     """``rows_forward``, and with ``keep_dense`` the rows' softmax of the blended logits and
