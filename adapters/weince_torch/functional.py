@@ -4,10 +4,12 @@
 ``state`` (``beta_t``). Autograd goes through one ``torch.autograd.Function``. When ``z_i`` or
 ``z_j`` requires grad, its forward computes the loss and the core's analytic gradient together
 (``nt_xent_value_and_grad``: ``S`` and the blended logits are made once) and keeps only the
-gradient, O(N d), for the backward, which scales it by the loss's upstream gradient. So PyTorch
-differentiates the same formula as every other backend, and nothing of size ``N^2`` outlives
-the forward. Under ``torch.no_grad()`` (or with inputs that need no gradient) the forward
-computes the loss alone. The gradient is first-order only (a double backward raises).
+gradient, O(N d), for the backward, which scales it by the loss's upstream gradient (gathered
+over processes, the backward computes it from O(N d) residuals instead: see
+``_WEINCEFunction``). So PyTorch differentiates the same formula as every other backend, and
+nothing of size ``N^2`` outlives the forward. Under ``torch.no_grad()`` (or with inputs that
+need no gradient) the forward computes the loss alone. The gradient is first-order only (a
+double backward raises).
 
 Across processes (``gather``, see ``weince_torch.distributed``), the core runs with
 ``Collectives`` built from ``torch.distributed``: each process passes its own rows and gets the
@@ -138,12 +140,19 @@ def _gathered_loss(
 
 
 class _WEINCEFunction(torch.autograd.Function):
-    """forward: ``wc.nt_xent_value_and_grad`` when an input needs a gradient (it is computed
-    with the loss, where ``S`` and the blended logits are at hand, and kept: O(N d)), else
-    ``wc.nt_xent_forward``; backward: the kept gradient times the loss's upstream gradient.
+    """The loss of one process, or of a batch gathered over processes (``collectives``).
 
-    With ``collectives`` (this process's share of a global batch), the backward returns
-    ``world_size`` times the gradient of the global loss (see ``weince_loss``).
+    Local, with an input that needs a gradient: the forward is ``wc.nt_xent_value_and_grad``
+    (the gradient is computed with the loss, where ``S`` and the blended logits are at hand,
+    and kept: O(N d)); the backward scales it by the loss's upstream gradient. Otherwise the
+    forward is ``wc.nt_xent_forward`` and the backward ``wc.nt_xent_backward`` on its O(N d)
+    residuals. Gathered, the gradient is computed in the backward on purpose: its collectives
+    then run in the backward pass, like DDP's. (Run in the forward, they made gloo's
+    ``destroy_process_group`` deadlock now and then in our tests: a known PyTorch hazard,
+    a process group's destructor holding the GIL while a worker thread waits for it.)
+
+    With ``collectives``, the backward returns ``world_size`` times the gradient of the global
+    loss (see ``weince_loss``).
     """
 
     @staticmethod
@@ -155,20 +164,24 @@ class _WEINCEFunction(torch.autograd.Function):
         config: WEINCEConfig,
         collectives: wc.Collectives | None,
     ) -> tuple[torch.Tensor, ...]:
+        one_pass = collectives is None and any(ctx.needs_input_grad[:2])
         with _without_autocast(z_i):
-            if any(ctx.needs_input_grad[:2]):
+            if one_pass:
                 # In the compute dtype: scaled by the upstream gradient before rounding to z's.
                 grad_dtype = torch.promote_types(z_i.dtype, torch.float32)
                 loss, grads, new_state, stats = wc.nt_xent_value_and_grad(
-                    z_i, z_j, state, config, dtype=grad_dtype, collectives=collectives
+                    z_i, z_j, state, config, dtype=grad_dtype
                 )
                 ctx.save_for_backward(*grads)
             else:
-                loss, new_state, stats, _ = wc.nt_xent_forward(
+                loss, new_state, stats, residuals = wc.nt_xent_forward(
                     z_i, z_j, state, config, collectives=collectives
                 )
+                ctx.save_for_backward(*_flatten(residuals))
         ctx.set_materialize_grads(False)  # no zero tensors for the statistics' unused gradients
-        ctx.world_size = 1 if collectives is None else collectives.world_size
+        ctx.one_pass = one_pass
+        ctx.config = config
+        ctx.collectives = collectives
         ctx.dtype = z_i.dtype
         outputs = _distinct([loss, new_state, *(stats[key] for key in STAT_KEYS)])
         ctx.mark_non_differentiable(*outputs[1:])
@@ -179,25 +192,43 @@ class _WEINCEFunction(torch.autograd.Function):
     def backward(  # type: ignore[override]
         ctx: Any, grad_loss: torch.Tensor | None, *_: Any
     ) -> tuple[torch.Tensor | None, ...]:
-        grad_i, grad_j = ctx.saved_tensors
-        if grad_loss is None:  # not materialised: the loss reached the graph's output unused
-            return None, None, None, None, None
-        if ctx.world_size > 1:
-            # Every process's loss is the global loss and DDP averages: see weince_loss.
-            grad_loss = grad_loss * ctx.world_size
         needs_i, needs_j = ctx.needs_input_grad[:2]
-        return (
-            (grad_i * grad_loss).to(ctx.dtype) if needs_i else None,
-            (grad_j * grad_loss).to(ctx.dtype) if needs_j else None,
-            None,
-            None,
-            None,
-        )
+        if ctx.one_pass:
+            if grad_loss is None:  # not materialised: the loss reached the graph's output unused
+                return None, None, None, None, None
+            grad_i, grad_j = ((grad * grad_loss).to(ctx.dtype) for grad in ctx.saved_tensors)
+        else:
+            residuals = _unflatten(ctx.saved_tensors)
+            if grad_loss is None:  # zeros, still computed: every process joins the collectives
+                grad_loss = torch.zeros((), dtype=residuals.u.dtype, device=residuals.u.device)
+            collectives = ctx.collectives
+            if collectives is not None:
+                # Every process's loss is the global loss and DDP averages: see weince_loss.
+                grad_loss = grad_loss * collectives.world_size
+            with _without_autocast(grad_loss):
+                grad_i, grad_j = wc.nt_xent_backward(
+                    residuals,
+                    ctx.config,
+                    dtype=ctx.dtype,
+                    grad_output=grad_loss,
+                    collectives=collectives,
+                )
+        return (grad_i if needs_i else None, grad_j if needs_j else None, None, None, None)
 
 
 def _without_autocast(like: torch.Tensor) -> torch.autocast:
     """The core picks its own precision (at least float32): autocast must not lower its matmuls."""
     return torch.autocast(device_type=like.device.type, enabled=False)
+
+
+def _flatten(residuals: wc.NTXentResiduals) -> tuple[torch.Tensor | None, ...]:
+    # NTXentResiduals ends with the nested RowsResiduals; optional entries may be None.
+    return (*residuals[:-1], *residuals.rows)
+
+
+def _unflatten(saved: tuple[torch.Tensor | None, ...]) -> wc.NTXentResiduals:
+    own = len(wc.NTXentResiduals._fields) - 1
+    return wc.NTXentResiduals._make([*saved[:own], wc.RowsResiduals._make(saved[own:])])
 
 
 def _distinct(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
