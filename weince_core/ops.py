@@ -54,18 +54,9 @@ def logsumexp(x: Array, xp: Namespace, *, overwrite: bool = False) -> Array:
     """
     if is_jax_namespace(xp):
         return sys.modules["jax"].nn.logsumexp(x, axis=-1)
-    if is_torch_namespace(xp):
-        torch = sys.modules["torch"]
-        if not (overwrite and x.device.type == "cpu"):
-            return torch.logsumexp(x, dim=-1)
-        peak = _finite_row_max(x, xp)
-        return torch.sum(x.sub_(peak).exp_(), dim=-1).log_().add_(peak[..., 0])
-    peak = _finite_row_max(x, xp)
-    if overwrite:
-        x -= peak
-    else:
-        x = x - peak
-    return xp.log(xp.sum(exp_(x, xp), axis=-1)) + peak[..., 0]
+    if is_torch_namespace(xp) and not (overwrite and x.device.type == "cpu"):
+        return sys.modules["torch"].logsumexp(x, dim=-1)
+    return _exp_shifted(x, xp, in_place=overwrite)[2]
 
 
 def softmax_(x: Array, xp: Namespace) -> tuple[Array, Array]:
@@ -75,21 +66,29 @@ def softmax_(x: Array, xp: Namespace) -> tuple[Array, Array]:
         # Fewer kernel launches; on a CPU the passes below make no new array.
         lse = sys.modules["torch"].logsumexp(x, dim=-1)
         return x.sub_(lse[..., None]).exp_(), lse
-    peak = _finite_row_max(x, xp)
-    x -= peak
-    x = exp_(x, xp)
-    total = xp.sum(x, axis=-1, keepdims=True)
+    x, total, lse = _exp_shifted(x, xp, in_place=True)
     x /= total
-    return x, xp.log(total[..., 0]) + peak[..., 0]
+    return x, lse
 
 
-def _finite_row_max(x: Array, xp: Namespace) -> Array:
-    """The maximum of each row (kept as an axis), 0 where it is not finite: the shift that
-    keeps ``exp`` in range."""
+def _exp_shifted(x: Array, xp: Namespace, *, in_place: bool) -> tuple[Array, Array, Array]:
+    """``exp(x - m)``, its row sums (kept as an axis) and ``logsumexp(x)``, where ``m`` is the
+    maximum of each row, or 0 where that is not finite (the shift keeps ``exp`` in range).
+
+    With ``in_place``, the first is made in place of ``x`` where the backend allows.
+    """
     peak = xp.max(x, axis=-1, keepdims=True)
     if is_torch_namespace(xp):
-        return peak.nan_to_num_(0.0, 0.0, 0.0)  # one kernel; isfinite and where make five
-    return xp.where(xp.isfinite(peak), peak, 0.0)
+        peak = peak.nan_to_num_(0.0, 0.0, 0.0)  # one kernel; isfinite and where make five
+    else:
+        peak = xp.where(xp.isfinite(peak), peak, 0.0)
+    if in_place:
+        x -= peak
+    else:
+        x = x - peak
+    x = exp_(x, xp)
+    total = xp.sum(x, axis=-1, keepdims=True)
+    return x, total, xp.log(total[..., 0]) + peak[..., 0]
 
 
 def top_k(x: Array, k: int, xp: Namespace, *, excluded: Array | None = None) -> tuple[Array, Array]:
