@@ -663,3 +663,43 @@ def cast_gradient(g: Array, dtype: Any, xp: Namespace) -> Array:
         largest_value = float(xp.finfo(dtype).max)
         g = xp.clip(g, min=-largest_value, max=largest_value)
     return xp.astype(g, dtype, copy=False)
+
+
+def similarity(u: Array, v: Array, xp: Namespace) -> Array:
+    """``u @ v^T`` to full float32 accuracy at least, whatever the caller's global precision.
+
+    The shortfall coordinate divides by ``1 - s``: the 10-bit mantissa of TF32 (JAX's default
+    for float32 products on NVIDIA GPUs; PyTorch's with ``allow_tf32`` or a float32 matmul
+    precision below ``"highest"``) puts an error of 1e-3 in ``s``, of order 1 in the logits near
+    the cap. JAX is asked for its highest precision; PyTorch, where its settings allow reduced
+    precision, multiplies the operands split into a TF32 part and a remainder (three products,
+    exact to float32 accuracy even when each is made in TF32).
+    """
+    if is_jax_namespace(xp):
+        lax = sys.modules["jax"].lax
+        return sys.modules["jax.numpy"].matmul(u, v.T, precision=lax.Precision.HIGHEST)
+    if is_torch_namespace(xp) and u.dtype == sys.modules["torch"].float32 and _torch_reduced(u):
+        u_high, v_high = _tf32_part(u), _tf32_part(v)
+        u_low, v_low = u - u_high, v - v_high
+        return _product(u_high, v_high) + (_product(u_high, v_low) + _product(u_low, v_high))
+    return u @ v.T
+
+
+def _product(a: Array, b: Array) -> Array:
+    """``a @ b^T`` as the framework makes it (a seam for tests that emulate TF32)."""
+    return a @ b.T
+
+
+def _torch_reduced(like: Array) -> bool:
+    """Whether PyTorch may multiply float32 matrices on ``like``'s device in reduced precision
+    (read from its global settings: no tensor value, no synchronisation)."""
+    torch = sys.modules["torch"]
+    if torch.get_float32_matmul_precision() != "highest":
+        return True
+    return like.device.type == "cuda" and bool(torch.backends.cuda.matmul.allow_tf32)
+
+
+def _tf32_part(x: Array) -> Array:
+    """float32 ``x`` with the 13 low mantissa bits cleared: exact in TF32 (10-bit mantissa)."""
+    torch = sys.modules["torch"]
+    return (x.view(torch.int32) & -(1 << 13)).view(torch.float32)
