@@ -6,7 +6,8 @@ own images (--data). Every loss gets the same encoder, initial weights, batches,
 schedule; the losses compared are the `infonce` and `paper` presets (and `blend` with --all).
 The encoder's features (before the projection head) are then frozen and scored on a held-out
 test split by cosine k-NN and a linear probe, over several seeds. Writes table.txt,
-results.json (every number) and results.png to --out.
+results.json (every number) and results.png to --out; with --save-embeddings also each trained
+encoder's projections of the test images (what the loss sees), for `weince diagnose`.
 """
 
 from __future__ import annotations
@@ -89,6 +90,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ),
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--save-embeddings",
+        action="store_true",
+        help="also write each trained encoder's projections of the test images (what the loss "
+        "sees) to OUT/embeddings/LOSS-seedS.npy: (R, d) arrays for `weince diagnose --form single`",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -225,6 +232,8 @@ def _training_runs(
             for seed in seeds:
                 bar.set_description(f"{loss} seed {seed}")
                 result = backend.train_run(split, config, seed, protocol, args.device, bar)
+                if args.save_embeddings:
+                    _save_embeddings(args.out, loss, seed, result.embeddings_test)
                 runs.append(
                     {
                         "method": loss,
@@ -235,6 +244,15 @@ def _training_runs(
                     }
                 )
     return runs
+
+
+def _save_embeddings(out: Path, loss: str, seed: int, embeddings: np.ndarray | None) -> None:
+    """``out/embeddings/LOSS-seedS.npy``: one run's projections of the test images."""
+    if embeddings is None:
+        raise RuntimeError(f"the {loss} run of seed {seed} returned no embeddings to save")
+    folder = out / "embeddings"
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / f"{loss}-seed{seed}.npy", embeddings)
 
 
 def _write_outputs(out: Path, header: str, table: str, payload: dict[str, Any]) -> None:

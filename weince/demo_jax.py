@@ -63,6 +63,7 @@ def projection(params: Params, x: jax.Array) -> jax.Array:
 
 
 _features_jit = jax.jit(features)
+_projection_jit = jax.jit(projection)
 
 
 def resolve_device(name: str) -> jax.Device:
@@ -86,14 +87,18 @@ def _device_params(channels: int, protocol: Protocol, seed: int, device: jax.Dev
     }
 
 
-def extract_features(params: Params, x: np.ndarray, device: jax.Device) -> np.ndarray:
-    """The features of un-augmented images, as float32 NumPy (fixed-size chunks: one compile)."""
+def extract_features(
+    params: Params, x: np.ndarray, device: jax.Device, *, projected: bool = False
+) -> np.ndarray:
+    """The features (before the head; after it with ``projected``) of un-augmented images, as
+    float32 NumPy (fixed-size chunks: one compile)."""
+    encode = _projection_jit if projected else _features_jit
     chunk = min(FEATURE_CHUNK, len(x))
     out = []
     for start in range(0, len(x), chunk):
         part = x[start : start + chunk]
         padded = np.concatenate([part, np.zeros((chunk - len(part), *x.shape[1:]), x.dtype)])
-        out.append(np.asarray(_features_jit(params, jax.device_put(padded, device)))[: len(part)])
+        out.append(np.asarray(encode(params, jax.device_put(padded, device)))[: len(part)])
     return np.concatenate(out).astype(np.float32)
 
 
@@ -173,4 +178,5 @@ def train_run(
         extract_features(params, split.x_test, device),
         curves,
         seconds=time.perf_counter() - start,
+        embeddings_test=extract_features(params, split.x_test, device, projected=True),
     )

@@ -140,3 +140,5 @@ class TrainResult:
     features_test: np.ndarray
     curves: dict[str, np.ndarray]  # CURVE_KEYS and "lr", one value per step
     seconds: float
+    # The trained encoder's projections of the test images (what the loss sees), float32.
+    embeddings_test: np.ndarray | None = None

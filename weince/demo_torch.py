@@ -69,11 +69,15 @@ def build_encoder(channels: int, protocol: Protocol, seed: int, device: torch.de
 
 
 @torch.no_grad()
-def extract_features(model: Encoder, x: np.ndarray, device: torch.device) -> np.ndarray:
-    """The encoder's features (before the head) of un-augmented images, as float32 NumPy."""
+def extract_features(
+    model: Encoder, x: np.ndarray, device: torch.device, *, projected: bool = False
+) -> np.ndarray:
+    """The encoder's features (before the head; after it with ``projected``) of un-augmented
+    images, as float32 NumPy."""
     model.eval()
+    encode = model if projected else model.features
     chunks = [
-        model.features(torch.from_numpy(x[start : start + FEATURE_CHUNK]).to(device)).cpu()
+        encode(torch.from_numpy(x[start : start + FEATURE_CHUNK]).to(device)).cpu()
         for start in range(0, len(x), FEATURE_CHUNK)
     ]
     return torch.cat(chunks).numpy()
@@ -138,4 +142,5 @@ def train_run(
         extract_features(model, split.x_test, device),
         curves,
         seconds=time.perf_counter() - start,
+        embeddings_test=extract_features(model, split.x_test, device, projected=True),
     )
