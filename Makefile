@@ -11,7 +11,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[torch,jax,demo,docs,test]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[torch,jax,demo,diagnose,docs,test]"
 	touch $@
 
 # The main job: train encoders with InfoNCE and WEINCE, compare frozen features (weince-out/demo).

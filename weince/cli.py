@@ -10,6 +10,7 @@ COMMANDS = {
     "demo": "train encoders with InfoNCE and WEINCE and compare frozen features",
     "crosscheck": "compare loss, gradients and statistics across every installed backend",
     "bench": "time forward + backward per backend, preset and size",
+    "diagnose": "is the negatives' similarity tail bounded (Weibull)? fits, plots and a verdict",
 }
 
 

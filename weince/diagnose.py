@@ -1,0 +1,200 @@
+"""Is the upper tail of your embeddings' negative similarities bounded (Weibull), as WEINCE assumes?
+
+Fits a generalized Pareto distribution to the negative cosine similarities above a threshold
+(each pair once, within batches of --batch-size), with a bootstrap interval of its shape xi over
+anchors (or batches), tests an exponential (Gumbel-like) tail, follows xi over thresholds and the
+mean excess, and runs WEINCE's own statistics (rho, dAIC, lambda, beta_hat) on the same batches.
+Prints a short report with a verdict: bounded, gumbel-like, check-normalization, inconclusive,
+or that the fit failed. The Python function is weince.diagnosis.diagnose.
+
+Exit status: 0 with a report, 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from weince.cli import positive_int
+
+# The function's argument names, as the command line spells them.
+OPTIONS = {
+    "embeddings": "EMBEDDINGS",
+    "form": "--form",
+    "threshold_quantile": "--threshold-quantile",
+    "batch_size": "--batch-size",
+    "config": "--config",
+    "bootstrap": "--bootstrap",
+    "seed": "--seed",
+}
+PRESETS = ("paper", "blend")
+
+
+class UsageError(Exception):
+    """A bad argument: the message names it."""
+
+
+def _quantile(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1); got {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``weince diagnose``."""
+    parser.add_argument(
+        "embeddings",
+        type=Path,
+        metavar="EMBEDDINGS",
+        help="a .npy or .npz file. two_view: as `weince crosscheck --input` reads it ((2, N, d), "
+        "(2N, d), or .npz with z_i and z_j); single: one (R, d) array (.npy, or .npz with one "
+        "array or an array z)",
+    )
+    parser.add_argument(
+        "--form",
+        choices=("two_view", "single"),
+        default="two_view",
+        help="two_view: negatives as the two-view loss's; single: all pairs i != j (%(default)s)",
+    )
+    parser.add_argument(
+        "--threshold-quantile",
+        type=_quantile,
+        default=0.99,
+        metavar="Q",
+        help="the threshold: this quantile of the negative similarities, in (0, 1) (%(default)s)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int(2),
+        metavar="B",
+        help="rows (single) or pairs (two_view) per batch, as in training (default: 1024)",
+    )
+    parser.add_argument(
+        "--config",
+        choices=PRESETS,
+        default="paper",
+        help="the WEINCE preset whose statistics are reported (%(default)s)",
+    )
+    parser.add_argument(
+        "--bootstrap",
+        type=positive_int(10),
+        default=200,
+        metavar="N",
+        help="resamples of anchors (or batches) for the interval of xi (%(default)s)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="of the bootstrap (%(default)s)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write every number here")
+    parser.add_argument("--csv", type=Path, metavar="PATH", help="write the per-anchor table here")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="PATH",
+        help="write a PNG: QQ plot, xi against threshold, mean excess, histogram of lambda",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def load_embeddings(path: Path, form: str) -> Any:
+    """The file's embeddings: ``(z_i, z_j)`` (stacked over steps) for ``two_view``, one array for
+    ``single``; ``UsageError`` naming EMBEDDINGS when it cannot be read so."""
+    if form == "two_view":
+        from weince.crosscheck import UsageError as InputError
+        from weince.crosscheck import load_batches
+
+        try:
+            batches = load_batches(path, steps=1)
+        except InputError as error:
+            raise UsageError(str(error).replace("--input:", "EMBEDDINGS:", 1)) from None
+        if len(batches) == 1:
+            return batches[0]
+        return tuple(np.stack(view) for view in zip(*batches, strict=True))
+    if not path.is_file():
+        raise UsageError(f"EMBEDDINGS: no such file: {path}")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"EMBEDDINGS: cannot read {path} as .npy or .npz: {error}") from None
+    if isinstance(loaded, np.ndarray):
+        return loaded
+    with loaded:
+        names = loaded.files
+        if len(names) == 1:
+            return loaded[names[0]]
+        if "z" in names:
+            return loaded["z"]
+        raise UsageError(
+            f"EMBEDDINGS: {path} holds {', '.join(names) or 'nothing'}; --form single needs one "
+            "array, or an array named z"
+        )
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    for option in ("json", "csv", "plot"):
+        path = getattr(args, option)
+        if path is not None and not path.parent.is_dir():
+            raise UsageError(f"--{option}: no folder {path.parent}")
+    missing = ["scipy"] if importlib.util.find_spec("scipy") is None else []
+    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
+        missing.append("matplotlib")
+    if missing:
+        raise UsageError(
+            f"weince diagnose needs {', '.join(missing)}: pip install 'weince[diagnose]'"
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Diagnose the file; print the report; write the JSON, CSV and plot asked for."""
+    try:
+        _check_outputs(args)
+        embeddings = load_embeddings(args.embeddings, args.form)
+        from weince.diagnosis import ArgumentError, diagnose, format_report
+
+        try:
+            diagnosis = diagnose(
+                embeddings,
+                form=args.form,
+                threshold_quantile=args.threshold_quantile,
+                batch_size=args.batch_size,
+                config=args.config,
+                bootstrap=args.bootstrap,
+                seed=args.seed,
+                progress=not args.no_progress and sys.stderr.isatty(),
+            )
+        except ArgumentError as error:
+            raise UsageError(
+                f"{OPTIONS.get(error.argument, error.argument)}: {error.message}"
+            ) from None
+    except UsageError as error:
+        print(f"weince diagnose: error: {error}", file=sys.stderr)
+        return 2
+    print(format_report(diagnosis))
+    if args.json is not None:
+        report = {"input": str(args.embeddings), **diagnosis.as_json()}
+        args.json.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    if args.csv is not None:
+        write_csv(args.csv, diagnosis)
+    if args.plot is not None:
+        from weince.diagnose_plot import plot_diagnosis
+
+        plot_diagnosis(args.plot, diagnosis, title=args.embeddings.name)
+    return 0
+
+
+def write_csv(path: Path, diagnosis: Any) -> None:
+    """One row per anchor: its batch, view and row, and WEINCE's statistics of it."""
+    rows = list(diagnosis.anchors.rows())
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
