@@ -53,6 +53,7 @@ def _quantile(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``weince diagnose``."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
         "embeddings",
         type=Path,

@@ -105,6 +105,9 @@ def _xi_by_threshold(ax: Any, d: Any) -> None:
             label=f"bootstrap CI at {d.threshold_quantile:g}",
         )
     ax.set_xscale("logit")
+    quantiles = [p["quantile"] for p in d.xi_by_threshold]
+    ax.set_xticks(quantiles, [f"{q:g}" for q in quantiles])
+    ax.minorticks_off()
     ax.set_xlabel("threshold quantile")
     ax.set_ylabel("ξ")
     ax.legend(fontsize=8)

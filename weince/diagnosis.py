@@ -52,9 +52,10 @@ MEANINGS = {
     "WEINCE's shortfall coordinate -log(1 - s) is made for",
     "gumbel-like": "no evidence against an exponential (Gumbel-domain) tail at this threshold: "
     "InfoNCE's softmax link already matches it, so expect little from WEINCE here",
-    "check-normalization": "the tail is bounded, but its endpoint is far from 1: WEINCE measures "
-    "shortfalls from 1, the ceiling of L2-normalised rows; check that these are the embeddings "
-    "the loss sees",
+    "check-normalization": "the tail looks bounded, but its endpoint is far from 1, the ceiling "
+    "WEINCE's shortfall coordinate measures from: check that these are the vectors the loss "
+    "normalises; if they are, the negatives stay far from the ceiling (as random vectors in high "
+    "dimension do), where the shortfall coordinate and the softmax barely differ",
     "inconclusive": "the test rejects an exponential tail, but the interval of xi does not lie "
     "below 0: look at xi against the threshold, or give more rows",
     "fit-failed": "the GPD fit failed at this threshold (neither the optimiser nor the "
@@ -810,8 +811,8 @@ def format_report(diagnosis: Diagnosis) -> str:
     """The short text report that ``weince diagnose`` prints."""
     d = diagnosis
     lines = [
-        f"weince diagnose: {d.rows} rows of dimension {d.dim} ({d.form}), {d.batches} batch(es), "
-        f"{d.n_pairs} negative pairs; WEINCE config {d.config}",
+        f"weince diagnose: {d.rows} anchors of dimension {d.dim} ({d.form}), {d.batches} "
+        f"batch(es), {d.n_pairs} negative pairs (each once); WEINCE preset {d.config}",
         f"peaks over threshold: u = {d.threshold:.4f} (the {d.threshold_quantile:g} quantile), "
         f"{d.n_exceedances} exceedances",
     ]
@@ -824,8 +825,8 @@ def format_report(diagnosis: Diagnosis) -> str:
         end = f"{d.endpoint:.4f}" if d.endpoint is not None else "none (xi >= 0)"
         lines += [
             f"GPD fit ({d.fit_method}): xi = {d.xi:.3f}, {level}% CI {ci} "
-            f"({d.bootstrap['succeeded']}/{d.bootstrap['resamples']} {d.bootstrap['unit']} "
-            f"resamples), sigma = {d.sigma:.4g}, endpoint {end}",
+            f"(bootstrap: {d.bootstrap['succeeded']} of {d.bootstrap['resamples']} resamples of "
+            f"{d.bootstrap['unit']}), sigma = {d.sigma:.4g}, endpoint {end}",
             f"exponential tail (xi = 0, refitted): LR = {d.lr_statistic:.2f}, "
             f"p = {d.p_value_exponential:.3g}",
         ]

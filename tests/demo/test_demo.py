@@ -35,7 +35,9 @@ def run_demo(monkeypatch: pytest.MonkeyPatch, *argv: str) -> int:
 def quick_run(tmp: Path, backend: str) -> dict[str, Any]:
     with pytest.MonkeyPatch.context() as monkeypatch:
         code = run_demo(
-            monkeypatch, "--quick", "--no-progress", "--backend", backend, "--out", str(tmp)
+            monkeypatch,
+            *("--quick", "--no-progress", "--save-embeddings"),
+            *("--backend", backend, "--out", str(tmp)),
         )
     assert code == 0
     return {"out": tmp, "results": json.loads((tmp / "results.json").read_text())}
@@ -89,6 +91,11 @@ def check_run(run: dict[str, Any], backend: str) -> None:
         else:  # the paper preset blends some anchors and moves beta_t online
             assert np.all((lam > 0.0) & (lam < 1.0))
             assert np.all(beta > 0.0) and np.ptp(beta) > 0.0
+        # --save-embeddings: the projections of the test images, for weince diagnose.
+        saved = np.load(out / "embeddings" / f"{run_['method']}-seed{run_['seed']}.npy")
+        projection_dim = results["protocol"]["projection_dim"]
+        assert saved.shape == (results["dataset"]["test"], projection_dim)
+        assert saved.dtype == np.float32 and np.all(np.isfinite(saved)) and np.ptp(saved) > 0
 
 
 def test_quick_run_writes_table_png_and_json_with_accuracies_above_chance(torch_run):
