@@ -58,8 +58,8 @@ MEANINGS = {
     "dimension do), where the shortfall coordinate and the softmax barely differ",
     "inconclusive": "the test rejects an exponential tail, but the interval of xi does not lie "
     "below 0: look at xi against the threshold, or give more rows",
-    "fit-failed": "the GPD fit failed at this threshold (neither the optimiser nor the "
-    "profile-likelihood grid found a finite likelihood): no verdict",
+    "fit-failed": "the GPD fit failed at this threshold (too few distinct similarities above "
+    "it, or no finite likelihood from the optimiser or the profile-likelihood grid): no verdict",
 }
 
 
@@ -122,7 +122,9 @@ def fit_gpd(
     stopped below the exponential's likelihood (a model the GPD contains, at ``xi = 0``), once
     more from the exponential. Where it raises, or gives a non-finite likelihood or a shape
     below -1 (where the likelihood is unbounded), the profile likelihood on a grid of ``xi``
-    takes over. ``method`` is ``"failed"`` where neither gives a finite likelihood.
+    takes over (a tail whose shape is below -1, as for cosines in 2 or 3 dimensions, then shows
+    as the grid's edge, -0.995). ``method`` is ``"failed"`` where neither gives a finite
+    likelihood.
     """
     floor = _exponential_log_likelihood(excess)
     starts = [start, (0.0, float(np.mean(excess)))]
@@ -817,7 +819,7 @@ def format_report(diagnosis: Diagnosis) -> str:
         f"{d.n_exceedances} exceedances",
     ]
     if not d.fit_ok:
-        lines.append("GPD fit: FAILED at this threshold (no finite likelihood); no verdict")
+        lines.append("GPD fit: FAILED at this threshold; no verdict")
     else:
         level = round(100 * d.bootstrap["level"])
         low, high = d.xi_ci

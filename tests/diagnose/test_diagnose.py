@@ -178,6 +178,15 @@ def test_failed_fit_prints_no_verdict(monkeypatch, tmp_path, capsys):
     assert report["verdict"] == "fit-failed" and report["xi"] is None
 
 
+def test_identical_rows_give_a_failed_fit_not_a_verdict():
+    # Every similarity is 1: nothing lies above the threshold, so there is nothing to fit.
+    result = diagnose(np.ones((100, 3)), form="single", **FAST)
+    assert result.verdict == "fit-failed" and result.n_exceedances == 0
+    assert np.isnan(result.xi) and result.endpoint is None
+    assert result.as_json()["xi"] is None
+    assert "verdict:" not in format_report(result)
+
+
 # -- the command's outputs --------------------------------------------------------------------
 
 
@@ -192,6 +201,7 @@ def test_command_writes_json_csv_and_plot_with_the_functions_numbers(tmp_path, c
         capsys,
     )  # fmt: skip
     assert code == 0, err
+    assert err == ""  # stderr is no terminal here: no progress bar
     report = json.loads(files["json"].read_text())
     required = {"threshold", "n_exceedances", "xi", "xi_ci", "sigma", "endpoint",
                 "p_value_exponential", "lambda_mean", "beta_hat", "verdict"}  # fmt: skip
