@@ -1,1 +1,2 @@
-"""The ``weince`` command line: ``weince demo``, ``weince crosscheck``, ``weince bench``."""
+"""The ``weince`` command line: ``weince demo``, ``weince crosscheck``, ``weince bench``,
+``weince diagnose``."""

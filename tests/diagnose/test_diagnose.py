@@ -13,8 +13,8 @@ import pytest
 pytest.importorskip("scipy", reason="weince diagnose needs scipy (the diagnose extra)")
 
 import weince_core as wc
+from weince import cli, diagnosis
 from weince import diagnose as command
-from weince import diagnosis
 from weince.diagnosis import ArgumentError, diagnose, format_report, tail_evidence
 from weince_core import WEINCEConfig
 from weince_core.stats import tail_fit, tail_size
@@ -221,6 +221,13 @@ def test_command_writes_json_csv_and_plot_with_the_functions_numbers(tmp_path, c
     np.testing.assert_allclose([float(r["lambda"]) for r in rows], same.anchors.lam)
 
     assert files["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_registered_in_the_command_line(tmp_path, capsys):
+    path = tmp_path / "z.npy"
+    np.save(path, sphere(200, 5, seed=21))
+    assert cli.main(["diagnose", str(path), "--form", "single", "--bootstrap", "10"]) == 0
+    assert "verdict: " in capsys.readouterr().out
 
 
 def test_npz_steps_are_batches(tmp_path, capsys):
