@@ -591,7 +591,10 @@ def diagnose(
         values.append(pair_values)
         owners.append((pair_anchor + anchor_offset, np.full(pair_values.size, batch.index)))
         stats_by_batch.append(batch_stats)
-        tables.append((batch, batch_stats, sim, pair_values, pair_anchor))
+        # Not sim itself: one batch's (rows x rows) matrix is held at a time.
+        tables.append(
+            (batch, batch_stats, _hardest_negatives(batch, sim), pair_values, pair_anchor)
+        )
         anchor_offset += sim.shape[0]
     values_all = np.concatenate(values)
     by_batch = len(batches) >= MIN_BATCHES_TO_RESAMPLE
@@ -657,39 +660,31 @@ def _nanmean(values: Sequence[float]) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
+def _hardest_negatives(batch: Batch, sim: np.ndarray) -> np.ndarray:
+    """Each anchor's largest negative similarity."""
+    count = sim.shape[0]
+    masked = sim.copy()
+    np.fill_diagonal(masked, -np.inf)
+    if len(batch.views) == 2:
+        masked[np.arange(count), (np.arange(count) + count // 2) % count] = -np.inf
+    return masked.max(axis=1)
+
+
 def _anchor_table(tables: list[tuple[Any, ...]], threshold: float) -> AnchorTable:
-    columns: dict[str, list[np.ndarray]] = {
-        name: []
-        for name in (
-            "batch",
-            "view",
-            "row",
-            "rho",
-            "d_aic",
-            "lam",
-            "rho0",
-            "hardest",
-            "exceedances",
-        )
-    }
-    for batch, batch_stats, sim, pair_values, pair_anchor in tables:
-        count = sim.shape[0]
-        per_view = count // len(batch.views)
-        masked = sim.copy()
-        np.fill_diagonal(masked, -np.inf)
-        if len(batch.views) == 2:
-            masked[np.arange(count), (np.arange(count) + per_view) % count] = -np.inf
+    names = ("batch", "view", "row", "rho", "d_aic", "lam", "rho0", "hardest", "exceedances")
+    columns: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for batch, batch_stats, hardest, pair_values, pair_anchor in tables:
+        count = hardest.size
         columns["batch"].append(np.full(count, batch.index))
-        columns["view"].append(np.repeat(np.array(batch.view_names), per_view))
+        columns["view"].append(np.repeat(np.array(batch.view_names), count // len(batch.views)))
         columns["row"].append(batch.rows)
         columns["rho"].append(np.asarray(batch_stats["rho"], dtype=np.float64))
         columns["d_aic"].append(np.asarray(batch_stats["d_aic"], dtype=np.float64))
         columns["lam"].append(np.asarray(batch_stats["lambda"], dtype=np.float64))
         columns["rho0"].append(np.full(count, float(batch_stats["rho0"])))
-        columns["hardest"].append(masked.max(axis=1))
-        columns["exceedances"].append(
-            np.bincount(pair_anchor[pair_values > threshold], minlength=count)
-        )
+        columns["hardest"].append(hardest)
+        above = pair_anchor[pair_values > threshold]
+        columns["exceedances"].append(np.bincount(above, minlength=count))
     return AnchorTable(**{name: np.concatenate(parts) for name, parts in columns.items()})
 
 
