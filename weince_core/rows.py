@@ -143,6 +143,7 @@ def rows_forward(
     *,
     num_negatives: int,
     collectives: Collectives | None = None,
+    negatives_finite: Array | None = None,
 ) -> tuple[Array, Array, dict[str, Array], RowsResiduals]:
     """The WEINCE loss of rows: ``(loss, new_beta_t, stats, residuals)``.
 
@@ -154,8 +155,12 @@ def rows_forward(
     With ``collectives``, these are this rank's rows of a batch whose rows are spread over
     ranks: per-row statistics stay local, while ``rho0``, the ``beta_t`` tail, the loss and the
     summary statistics are those of all rows of all ranks.
+
+    ``negatives_finite``: whether every negative similarity of every rank is finite (a 0-d
+    boolean; where not, ``beta_t`` stays), when the caller knows it cheaply (from its inputs);
+    by default it is counted in ``sim``.
     """
-    args = (sim, positive, excluded, beta_t, config, num_negatives, collectives)
+    args = (sim, positive, excluded, beta_t, config, num_negatives, collectives, negatives_finite)
     return _rows_forward(*args, keep_dense=False)[:4]
 
 
@@ -168,6 +173,7 @@ def rows_value_and_grad(
     *,
     num_negatives: int,
     collectives: Collectives | None = None,
+    negatives_finite: Array | None = None,
 ) -> tuple[Array, Array, dict[str, Array], Array]:
     """``(loss, new_beta_t, stats, dL/dsim)``: ``rows_forward`` and ``rows_backward`` in one.
 
@@ -175,7 +181,7 @@ def rows_value_and_grad(
     logits and ``1 - clip_s(sim)`` made once for both: these ``(R, C)`` arrays live only during
     this call. Arguments as in ``rows_forward``.
     """
-    args = (sim, positive, excluded, beta_t, config, num_negatives, collectives)
+    args = (sim, positive, excluded, beta_t, config, num_negatives, collectives, negatives_finite)
     loss, beta_t, stats, residuals, dense = _rows_forward(*args, keep_dense=True)
     total_rows = sim.shape[0] * world_size(collectives)
     d_sim = _rows_backward(sim, positive, excluded, residuals, config, total_rows, dense)
@@ -190,6 +196,7 @@ def _rows_forward(
     config: WEINCEConfig,
     num_negatives: int,
     collectives: Collectives | None,
+    negatives_finite: Array | None,
     *,
     keep_dense: bool,
 ) -> tuple[Array, Array, dict[str, Array], RowsResiduals, tuple[Array, Array | None] | None]:
@@ -232,7 +239,9 @@ def _rows_forward(
         local = largest(negative_sim, min(k_g, rows * num_negatives), xp, row_top=row_top)
         if collectives is not None:
             local = largest(gather(local, collectives), k_g, xp)
-        finite = _negatives_finite(sim, not_negative, collectives, xp)
+        finite = negatives_finite
+        if finite is None:
+            finite = _negatives_finite(sim, not_negative, collectives, xp)
         stats.update(tail.update_beta(local, beta_t, config, xp, finite=finite))
     else:
         no_update = xp.zeros((), dtype=xp.bool, device=device(sim))
