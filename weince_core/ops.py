@@ -150,7 +150,7 @@ def _top_k_columns_by_partition(keys: Array, k: int, xp: Namespace) -> Array:
     all_columns = native.broadcast_to(native.arange(width), (rows, width))
     columns[native.arange(rows)[:, None], slot] = all_columns
     columns = columns[:, :k]
-    order = native.argsort(-native.take_along_axis(keys, columns, axis=-1), axis=-1, kind="stable")
+    order = xp.argsort(-native.take_along_axis(keys, columns, axis=-1), axis=-1, stable=True)
     return native.take_along_axis(columns, order, axis=-1)
 
 
