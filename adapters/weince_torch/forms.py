@@ -202,7 +202,8 @@ def _as_scale(scale: Any, like: torch.Tensor) -> torch.Tensor | None:
     if scale is None or isinstance(scale, torch.Tensor):
         return scale
     if isinstance(scale, (int, float)) and not isinstance(scale, bool):
-        return torch.tensor(float(scale), dtype=torch.float64, device=like.device)
+        dtype = torch.promote_types(like.dtype, torch.float32) if like.is_floating_point() else None
+        return torch.tensor(float(scale), dtype=dtype, device=like.device)
     raise TypeError(
         f"scale must be a 0-d tensor (logit_scale.exp()), a float or None; got "
         f"{type(scale).__name__}"
