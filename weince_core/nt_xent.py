@@ -14,7 +14,14 @@ from array_api_compat import array_namespace, device
 
 from .collectives import Collectives
 from .config import WEINCEConfig
-from .ops import detached, symmetrized_product
+from .ops import (
+    canonical_columns,
+    cast_gradient,
+    detached,
+    first_copies,
+    row_norms,
+    symmetrized_product,
+)
 from .rows import RowsResiduals, rows_backward, rows_forward, rows_value_and_grad
 from .validation import check_config, check_pair, compute_dtype
 
@@ -89,9 +96,10 @@ def _nt_xent(
     dtype = compute_dtype(z_i.dtype, xp)
     n = z_i.shape[0]
     z = xp.astype(xp.concat([z_i, z_j], axis=0), dtype, copy=False)
-    scale = xp.clip(xp.linalg.vector_norm(z, axis=1), min=NORM_FLOOR)
+    scale = xp.clip(row_norms(z, xp), min=NORM_FLOOR)
     u = z / scale[:, None]
     u_all = u if collectives is None else _join_views(u[:n, :], u[n:, :], collectives, xp)
+    copies = first_copies(u_all, xp)
     total = u_all.shape[0]
     if collectives is None:
         anchors = xp.arange(total, device=device(u))
@@ -103,13 +111,16 @@ def _nt_xent(
     if grad_dtype is not None:
         # S is passed as a temporary, so that it is freed before the gradient's products.
         loss, beta_t, stats, d_sim = rows_value_and_grad(
-            u @ u_all.T, *rows_args, num_negatives=total - 2, collectives=collectives
+            canonical_columns(u @ u_all.T, *copies, xp),
+            *rows_args,
+            num_negatives=total - 2,
+            collectives=collectives,
         )
-        g_z = xp.astype(
-            _embedding_gradient(d_sim, u, scale, u_all, collectives), grad_dtype, copy=False
+        g_z = cast_gradient(
+            _embedding_gradient(d_sim, u, scale, u_all, collectives), grad_dtype, xp
         )
         return loss, xp.astype(beta_t, state.dtype), stats, (g_z[:n, :], g_z[n:, :])
-    sim = u @ u_all.T
+    sim = canonical_columns(u @ u_all.T, *copies, xp)
     loss, beta_t, stats, rows = rows_forward(
         sim, *rows_args, num_negatives=total - 2, collectives=collectives
     )
@@ -139,13 +150,16 @@ def nt_xent_backward(
     n = u.shape[0] // 2
     total = u_all.shape[0]
     positive, excluded = _two_view_rows(residuals.anchors, total)
-    sim = u @ u_all.T if residuals.sim is None else residuals.sim
+    if residuals.sim is None:
+        sim = canonical_columns(u @ u_all.T, *first_copies(u_all, xp), xp)
+    else:
+        sim = residuals.sim
     d_sim = rows_backward(sim, positive, excluded, residuals.rows, config, total_rows=total)
     g_z = _embedding_gradient(d_sim, u, scale, u_all, collectives)
     if grad_output is not None:
         g_z = g_z * grad_output
     if dtype is not None:
-        g_z = xp.astype(g_z, dtype, copy=False)
+        g_z = cast_gradient(g_z, dtype, xp)
     return g_z[:n, :], g_z[n:, :]
 
 

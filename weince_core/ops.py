@@ -91,27 +91,114 @@ def _exp_shifted(x: Array, xp: Namespace, *, in_place: bool) -> tuple[Array, Arr
     return x, total, xp.log(total[..., 0]) + peak[..., 0]
 
 
-def top_k(x: Array, k: int, xp: Namespace, *, excluded: Array | None = None) -> tuple[Array, Array]:
-    """The ``k`` largest entries of each row of the 2-D ``x``, in descending order, and their
-    columns; with ``excluded`` (``(R, E)`` columns), those entries left out."""
-    if is_torch_namespace(xp) and x.device.type == "cpu":
-        # topk of integer keys in the order of the floats is a third faster than topk of the
-        # floats (whose comparisons handle NaN), and the keys are the copy the mask needs.
-        torch = sys.modules["torch"]
-        keys = _ordered_key(x)
+def top_k(
+    x: Array, k: int, xp: Namespace, *, excluded: Array | None = None, cap: float = math.inf
+) -> tuple[Array, Array]:
+    """The ``k`` entries of each row of the 2-D ``x`` with the largest keys ``min(x, cap)``, and
+    their columns; with ``excluded`` (``(R, E)`` columns), those entries left out.
+
+    Equal keys come in column order and, where they straddle the cut, the lower columns are
+    taken: the order of a stable descending sort (the tie rule of the math page's section on
+    exact arithmetic). ``-0.0`` and ``0.0`` are equal keys. The values are ``x``'s own (not
+    clipped) at the chosen columns.
+    """
+    if is_torch_namespace(xp):
+        columns = _top_k_columns_torch(x, k, excluded, cap)
+    else:
+        keys = selection_keys(x, cap, xp)
         if excluded is not None:
-            keys.scatter_(1, excluded, torch.iinfo(keys.dtype).min)
-        keys, indices = torch.topk(keys, k, dim=-1, sorted=True)
-        return _from_key(keys, x.dtype), indices
+            keys = mask_columns(keys, excluded, xp)
+        if is_jax_namespace(xp):
+            # Chosen when the platform is known: XLA's TopK (stable: equal keys in column order)
+            # is the faster on a CPU (measured), and slow on a GPU for k of 10 % of a row, which
+            # the compaction avoids.
+            plain = partial(_top_k, k=k, xp=xp)
+            by_threshold = partial(_top_k_rows_by_threshold, k=k)
+            lax = sys.modules["jax"].lax
+            columns = lax.platform_dependent(keys, cpu=plain, default=by_threshold)[1]
+        elif is_numpy_namespace(xp) or is_cupy_namespace(xp):
+            columns = _top_k_columns_by_partition(keys, k, xp)
+        else:
+            columns = xp.argsort(keys, axis=-1, descending=True, stable=True)[..., :k]
+    return take_columns(x, columns, xp), columns
+
+
+def selection_keys(x: Array, cap: float, xp: Namespace) -> Array:
+    """``min(x, cap)`` with ``-0.0`` as ``0.0``: a new array, the key of ``top_k``'s order."""
+    keys = xp.clip(x, max=cap)
+    return xp.where(keys == 0, 0.0, keys)  # not ``+ 0.0``: XLA folds that away
+
+
+def _top_k_columns_by_partition(keys: Array, k: int, xp: Namespace) -> Array:
+    """NumPy and CuPy: ``top_k``'s columns from a partition, without sorting whole rows.
+
+    The ``k``-th largest key ``T`` of a row is the same whichever equal keys a partition moves:
+    every key above ``T`` is taken, and of the keys equal to ``T`` the lowest columns, as many
+    as are missing. Those columns, compacted in column order (a scatter: a boolean index would
+    synchronise CuPy), are then sorted stably by key.
+    """
+    native = sys.modules["cupy" if is_cupy_namespace(xp) else "numpy"]
+    rows, width = keys.shape
+    keys = native.where(native.isnan(keys), math.inf, keys)  # NaN: a key like any other
+    threshold = native.partition(keys, width - k, axis=-1)[:, width - k : width - k + 1]
+    above = keys > threshold
+    at = keys == threshold
+    missing = k - native.sum(above, axis=-1, keepdims=True)
+    taken = above | (at & (native.cumsum(at, axis=-1) <= missing))
+    slot = native.where(taken, native.cumsum(taken, axis=-1) - 1, k)  # k: a slot thrown away
+    columns = native.empty((rows, k + 1), dtype=native.int64)
+    all_columns = native.broadcast_to(native.arange(width), (rows, width))
+    columns[native.arange(rows)[:, None], slot] = all_columns
+    columns = columns[:, :k]
+    order = native.argsort(-native.take_along_axis(keys, columns, axis=-1), axis=-1, kind="stable")
+    return native.take_along_axis(columns, order, axis=-1)
+
+
+def _top_k_columns_torch(x: Array, k: int, excluded: Array | None, cap: float) -> Array:
+    """PyTorch: ``top_k``'s columns by integer keys in the order of ``min(x, cap)``.
+
+    ``torch.topk`` orders equal keys as it likes. On a GPU the column goes into the low bits of
+    a 64-bit key (float32), so that no two keys are equal. On a CPU that costs twice a topk of
+    the 32-bit keys, so the keys are selected as they are, and only where a row's ``k + 1``
+    largest hold equal keys (duplicated rows, clamped similarities) is that row's selection
+    made again by the exact rule.
+    """
+    torch = sys.modules["torch"]
+    keys = _ordered_key(x)
+    cap_key = _ordered_key(torch.full((1,), cap, dtype=x.dtype, device=x.device))
+    keys = torch.minimum(keys, cap_key, out=keys)
+    keys -= keys >> (keys.dtype.itemsize * 8 - 1)  # negative keys up by one: -0.0 meets 0.0
     if excluded is not None:
-        x = mask_columns(xp.asarray(x, copy=True), excluded, xp)
-    if is_jax_namespace(xp):
-        # Chosen when the platform is known: XLA's TopK is the faster on a CPU (measured), and
-        # slow on a GPU for k of 10 % of a row, which the compaction avoids.
-        plain = partial(_top_k, k=k, xp=xp)
-        by_threshold = partial(_top_k_rows_by_threshold, k=k)
-        return sys.modules["jax"].lax.platform_dependent(x, cpu=plain, default=by_threshold)
-    return _top_k(x, k, xp)
+        keys.scatter_(1, excluded, torch.iinfo(keys.dtype).min)
+    exact = partial(_exact_top_k_columns_torch, k=k)
+    if x.device.type != "cpu":
+        return exact(keys)
+    fast = min(k + 1, keys.shape[1])
+    values, columns = torch.topk(keys, fast, dim=-1, sorted=True)
+    tied = torch.any(values[:, 1:] == values[:, :-1], dim=-1)
+    columns = columns[:, :k]
+    if torch.compiler.is_compiling():  # torch.cond: branches give dense tensors
+        return torch.cond(
+            torch.any(tied), lambda: exact(keys).contiguous(), lambda: columns.contiguous()
+        )
+    if type(tied) is not torch.Tensor:  # a fake tensor (memory estimates): no value to read
+        return exact(keys)
+    rows = tied.nonzero()[:, 0]  # in host memory already: no synchronisation
+    if rows.numel():
+        columns[rows] = exact(keys[rows])
+    return columns
+
+
+def _exact_top_k_columns_torch(keys: Array, k: int) -> Array:
+    """PyTorch: the columns of the ``k`` largest integer ``keys`` of each row, equal keys in
+    column order."""
+    torch = sys.modules["torch"]
+    width = keys.shape[1]
+    if keys.dtype == torch.int32:  # one 64-bit key: the 32-bit key, then the column reversed
+        composite = keys.to(torch.int64) << 32
+        composite |= width - 1 - torch.arange(width, device=keys.device)
+        return torch.topk(composite, k, dim=-1, sorted=True).indices
+    return torch.sort(keys, dim=-1, descending=True, stable=True).indices[:, :k]
 
 
 def _top_k_rows_by_threshold(x: Array, k: int) -> tuple[Array, Array]:
@@ -210,9 +297,9 @@ def largest(
 ) -> Array:
     """The ``k`` largest entries of ``x`` (1-D or 2-D), in descending order (values only).
 
-    ``row_top``: for a 2-D ``x``, the largest entries of each row in descending order (most
-    often the answer is among them); ``x`` may then be a function that makes it, called only
-    when it is needed.
+    ``row_top``: for a 2-D ``x``, some of the largest entries of each row, every entry left
+    out of a row no larger than the least kept (most often the answer is among them); ``x``
+    may then be a function that makes it, called only when it is needed.
     """
     if is_jax_namespace(xp):
         return _largest_jax(x, k, row_top)
@@ -257,7 +344,7 @@ def _largest_torch_cpu(x: Array, k: int, row_top: Array | None) -> Array:
     if row_top is None or row_top.numel() < k:
         return from_chunks()
     candidates = largest_of(row_top.reshape(-1))
-    exact = torch.all(row_top[:, -1] <= candidates[-1])
+    exact = torch.all(torch.amin(row_top, dim=1) <= candidates[-1])
     if torch.compiler.is_compiling():
         return torch.cond(exact, lambda: candidates.clone(), from_chunks)
     if type(exact) is not torch.Tensor:  # a fake tensor (memory estimates): no value to read
@@ -279,7 +366,7 @@ def _largest_jax(x: Array, k: int, row_top: Array | None) -> Array:
     jnp, lax = sys.modules["jax.numpy"], sys.modules["jax"].lax
     if row_top is not None and row_top.size >= k:
         candidates = sort_descending(jnp.reshape(row_top, (-1,)), jnp)[:k]
-        exact = jnp.all(_ordered_key(row_top[:, -1]) <= _ordered_key(candidates[k - 1]))
+        exact = jnp.all(_ordered_key(jnp.min(row_top, axis=1)) <= _ordered_key(candidates[k - 1]))
         return lax.cond(exact, lambda: candidates, lambda: _largest_jax(x, k, None))
     x = _made(x)
     flat = jnp.reshape(x, (-1,))
@@ -490,3 +577,89 @@ def add_at_columns(matrix: Array, columns: Array, values: Array, xp: Namespace) 
     for m in range(columns.shape[1]):
         matrix = matrix + xp.where(all_columns == columns[:, m : m + 1], values[:, m : m + 1], 0.0)
     return matrix
+
+
+def first_copies(u: Array, xp: Namespace) -> tuple[Array, Array]:
+    """For each row of the 2-D ``u``, the first row bitwise equal to it (itself if none), and
+    whether any row has an earlier copy (a 0-d boolean).
+
+    Rows are grouped by a hash of their bits (a stable sort puts each group's first row first),
+    and a row's candidate is checked entry by entry, so a hash collision only leaves a row as
+    its own. Backends whose arrays cannot be read as integers hash the floats, column by column
+    in one fixed order, so that equal rows hash equally.
+    """
+    rows = u.shape[0]
+    index = xp.arange(rows, device=device(u))
+    bits = _bits(u, xp)
+    if bits is None:
+        digest = xp.zeros((rows,), dtype=u.dtype, device=device(u))
+        for column in range(u.shape[1]):
+            digest = digest * 1.5 + u[:, column]
+        bits = u
+    else:  # odd multipliers, one per column; integer overflow wraps, the same everywhere
+        multipliers = xp.arange(u.shape[1], dtype=bits.dtype, device=device(u)) * 40503 + 12345
+        digest = xp.sum(bits * (2 * multipliers + 1), axis=1, dtype=bits.dtype)
+    order = xp.argsort(digest, stable=True)
+    sorted_digest = xp.take(digest, order)
+    first = xp.take(order, xp.searchsorted(sorted_digest, sorted_digest, side="left"))
+    candidate = xp.take(first, xp.argsort(order))  # back in row order
+    same = xp.all(xp.take(bits, candidate, axis=0) == bits, axis=1)
+    twin = xp.where(same, candidate, index)
+    return twin, xp.any(twin != index)
+
+
+def _bits(u: Array, xp: Namespace) -> Array | None:
+    """The floats of ``u`` as signed integers of their width, where the backend can."""
+    integer = "int64" if xp.finfo(u.dtype).bits == 64 else "int32"
+    if is_torch_namespace(xp):
+        return u.view(getattr(sys.modules["torch"], integer))
+    if is_jax_namespace(xp):
+        return sys.modules["jax"].lax.bitcast_convert_type(u, getattr(xp, integer))
+    if is_numpy_namespace(xp) or is_cupy_namespace(xp):
+        return u.view(integer)
+    return None
+
+
+def canonical_columns(sim: Array, twin: Array, has_copies: Array, xp: Namespace) -> Array:
+    """``sim`` with each column replaced by its first copy's (``twin`` from ``first_copies``):
+    bitwise-equal candidates then have bitwise-equal similarities, which a matrix product does
+    not promise (a blocked product may round two equal dot products apart).
+
+    The gather is skipped where there are no copies and a branch costs no synchronisation.
+    """
+    if is_numpy_namespace(xp):
+        return xp.take(sim, twin, axis=1) if bool(has_copies) else sim
+    if is_jax_namespace(xp):
+        lax = sys.modules["jax"].lax
+        return lax.cond(has_copies, lambda: xp.take(sim, twin, axis=1), lambda: sim)
+    if is_torch_namespace(xp) and sim.device.type == "cpu":
+        torch = sys.modules["torch"]
+        if not torch.compiler.is_compiling() and type(has_copies) is torch.Tensor:
+            return torch.index_select(sim, 1, twin) if bool(has_copies) else sim
+    return xp.take(sim, twin, axis=1)
+
+
+def row_norms(z: Array, xp: Namespace) -> Array:
+    """The Euclidean norm of each row of the 2-D ``z``, without overflow.
+
+    Where the sum of squares overflows (a float32 row with entries near 1e20 has a finite norm),
+    the row is scaled by its largest magnitude first. Elsewhere the plain norm is kept: the
+    scaled one rounds differently, and the published code's numbers are the reference.
+    """
+    plain = xp.linalg.vector_norm(z, axis=1)
+    peak = xp.max(xp.abs(z), axis=1, keepdims=True)
+    peak = xp.where(peak > 0, peak, 1.0)
+    scaled = xp.linalg.vector_norm(z / peak, axis=1) * peak[:, 0]
+    return xp.where(xp.isinf(plain), scaled, plain)
+
+
+def cast_gradient(g: Array, dtype: Any, xp: Namespace) -> Array:
+    """``g`` in ``dtype``; into a narrower float, saturated at its largest finite value.
+
+    The gradient of a row of zeros is ``dL/du / 1e-8`` (the norm's floor): finite in float32,
+    but beyond float16's range, where rounding would make it infinite.
+    """
+    if xp.finfo(dtype).bits < xp.finfo(g.dtype).bits:
+        largest_value = float(xp.finfo(dtype).max)
+        g = xp.clip(g, min=-largest_value, max=largest_value)
+    return xp.astype(g, dtype, copy=False)

@@ -206,7 +206,7 @@ def _rows_forward(
         if excluded is not None:
             not_negative = xp.concat([not_negative, excluded], axis=1)
     if max(k, m):
-        top, top_index = top_k(sim, max(k, m), xp, excluded=not_negative)
+        top, top_index = top_k(sim, max(k, m), xp, excluded=not_negative, cap=1.0 - config.eps)
 
     nan = _scalar(math.nan, sim, xp)
     if config.uses_tail_statistics:
@@ -232,7 +232,8 @@ def _rows_forward(
         local = largest(negative_sim, min(k_g, rows * num_negatives), xp, row_top=row_top)
         if collectives is not None:
             local = largest(gather(local, collectives), k_g, xp)
-        stats.update(tail.update_beta(local, beta_t, config, xp))
+        finite = _negatives_finite(sim, not_negative, collectives, xp)
+        stats.update(tail.update_beta(local, beta_t, config, xp, finite=finite))
     else:
         no_update = xp.zeros((), dtype=xp.bool, device=device(sim))
         stats.update(beta_t=beta_t, beta_hat=nan, beta_r2=nan, beta_updated=no_update)
@@ -278,6 +279,16 @@ def _rows_forward(
         lse_softmax=lse_softmax,
     )
     return loss, beta_used, stats, residuals, (probabilities, distance) if keep_dense else None
+
+
+def _negatives_finite(
+    sim: Array, not_negative: Array, collectives: Collectives | None, xp: Namespace
+) -> Array:
+    """Whether every negative similarity of every rank is finite (a 0-d boolean): the
+    non-finite entries of ``sim`` less those at the columns that are no negatives."""
+    count = xp.sum(xp.astype(~xp.isfinite(sim), xp.int32))
+    count = count - xp.sum(xp.astype(~xp.isfinite(take_columns(sim, not_negative, xp)), xp.int32))
+    return total(count, collectives) == 0
 
 
 def rows_backward(

@@ -70,6 +70,9 @@ def tail_fit(top: Array, config: WEINCEConfig, xp: Namespace) -> tuple[Array, Ar
     """Per-anchor ``rho`` and ``dAIC`` from the ``k`` largest negatives of each row.
 
     ``top`` is ``(R, k)``, each row in descending order. ``dAIC > 0`` favours a Weibull tail.
+    The wrong-sign penalties apply exactly where all kept shortfalls are equal (then both
+    slopes are 0 in exact arithmetic, and both fits have the wrong sign), never by the sign of
+    a rounded slope (the degenerate-tail rule of the math page's exact-arithmetic section).
     """
     eps = config.eps
     k = top.shape[-1]
@@ -79,18 +82,26 @@ def tail_fit(top: Array, config: WEINCEConfig, xp: Namespace) -> tuple[Array, Ar
     if n < 2:
         return rho, xp.zeros_like(rho)
     x = _log_shortfall(top[:, first:], eps, xp)
-    xc = x - xp.mean(x, axis=-1, keepdims=True)
+    constant = xp.max(x, axis=-1) == xp.min(x, axis=-1)
+    xc = _centered(x, constant, xp)
     sxx = xp.clip(xp.sum(xc * xc, axis=-1), min=TINY)
     log_levels = xp.log(_levels(k, first, eps, top, xp))
     # Both fits at once: y is (2, 1, n), the Weibull levels then the Gumbel ones.
     y = xp.stack([log_levels, xp.log(-log_levels)])[:, None, :]
-    slopes, sses, _ = _centered_ols(xc, y, sxx, xp)
-    slope_w, slope_g, sse_w, sse_g = slopes[0, :], slopes[1, :], sses[0, :], sses[1, :]
-    sse_w = xp.where(slope_w <= 0, sse_w + WRONG_SIGN_PENALTY, sse_w)
-    sse_g = xp.where(slope_g >= 0, sse_g + WRONG_SIGN_PENALTY, sse_g)
+    _, sses, _ = _centered_ols(xc, y, sxx, xp)
+    sse_w, sse_g = (
+        xp.where(constant, sse + WRONG_SIGN_PENALTY, sse) for sse in (sses[0, :], sses[1, :])
+    )
     # AIC = n log(SSE / n) + 4 for each fit; the constants cancel in the difference.
     d_aic = n * (xp.log(sse_g / n) - xp.log(sse_w / n))
     return rho, d_aic
+
+
+def _centered(x: Array, constant: Array, xp: Namespace) -> Array:
+    """``x - mean(x)`` along the last axis, exactly 0 where all of ``x`` is equal (a rounded
+    mean of equal numbers need not equal them)."""
+    xc = x - xp.mean(x, axis=-1, keepdims=True)
+    return xp.where(constant[..., None], 0.0, xc)
 
 
 def gate(rho: Array, d_aic: Array, rho0: Array, config: WEINCEConfig, xp: Namespace) -> Array:
@@ -123,11 +134,19 @@ def gate_statistics(
 
 
 def update_beta(
-    top_global: Array, beta_t: Array, config: WEINCEConfig, xp: Namespace
+    top_global: Array,
+    beta_t: Array,
+    config: WEINCEConfig,
+    xp: Namespace,
+    *,
+    finite: Array | None = None,
 ) -> dict[str, Array]:
     """One online step of ``beta_t`` from the ``k_g`` largest negatives of the batch.
 
-    ``top_global`` is 1-D and descending. Returns the new ``beta_t`` (used in this same step),
+    ``top_global`` is 1-D and descending. ``finite`` (0-d boolean): whether every negative
+    similarity of the step is finite; where not, ``beta_t`` stays (so it never becomes
+    non-finite, whichever entries a backend's selection let through). Constant shortfalls
+    make the slope 0, hence no update. Returns the new ``beta_t`` (used in this same step),
     the fit's ``beta_hat`` and ``R2``, and whether the update was taken.
     """
     k_g = top_global.shape[0]
@@ -137,13 +156,15 @@ def update_beta(
         updated = xp.zeros((), dtype=xp.bool, device=device(beta_t))
         return {"beta_t": beta_t, "beta_hat": nan, "beta_r2": nan, "beta_updated": updated}
     x = _log_shortfall(top_global[first:], config.eps, xp)
-    xc = x - xp.mean(x)
+    xc = _centered(x, xp.max(x) == xp.min(x), xp)
     sxx = xp.clip(xp.sum(xc * xc), min=TINY)
     r = xp.arange(first + 1, k_g + 1, dtype=x.dtype, device=device(x))
     slope, sse, sst = _centered_ols(xc, xp.log(r / (k_g + 1)), sxx, xp)
     beta_hat = xp.clip(slope, min=0.0)
     r2 = xp.clip(1.0 - sse / xp.clip(sst, min=TINY), 0.0, 1.0)
     updated = (r2 >= config.beta_min_r2) & (beta_hat > 0)
+    if finite is not None:
+        updated = updated & finite
     low, high = config.beta_clip
     m = config.beta_momentum
     moved = m * beta_t + (1.0 - m) * xp.clip(beta_hat, low, high)
