@@ -4,7 +4,7 @@
 ``multi_positive`` (SupCon) follow ``weince_loss`` (the two-view form): the core form's arguments,
 ``config`` static, a ``WEINCEState`` in and out, ``(loss, (new_state, stats))`` back, shaped for
 ``jax.value_and_grad(..., has_aux=True)``. One ``jax.custom_vjp``, ``_form_loss``, serves every
-form: its primal is the core's forward-only form, its forward pass under ``jax.grad`` the core's
+form: its primal is the core's ``<form>_forward``, its forward pass under ``jax.grad`` the core's
 ``<form>_value_and_grad`` (the loss and the analytic gradient of every differentiable input
 together), keeping only the gradients for the backward pass, which scales them by the cotangent.
 
@@ -22,6 +22,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -96,7 +97,7 @@ def two_tower(
     x, y = _as_jax_array("x", x), _as_jax_array("y", y)
     state = _check_state(state)
     if scale is not None:
-        if isinstance(scale, bool) or not isinstance(scale, (int, float, jax.Array)):
+        if isinstance(scale, bool) or not isinstance(scale, (int, float, jax.Array, np.ndarray)):
             raise TypeError(
                 f"scale must be a 0-d array (exp(logit_scale)), a float or None; got "
                 f"{type(scale).__name__}"
@@ -202,8 +203,9 @@ def _form_loss(
     beta_t: jax.Array,
 ) -> tuple[jax.Array, jax.Array, Stats]:
     """``(loss, new_beta_t, stats)``; ``dtypes`` (the inputs') are the gradients' dtypes."""
-    loss, new_beta_t, stats = form.call(
-        "", inputs, beta_t, config, **_collective_kw(axis_name), **dict(options)
+    # The forward with residuals (it takes collectives); XLA drops the unused residuals.
+    loss, new_beta_t, stats, _ = form.call(
+        "_forward", inputs, beta_t, config, **_collective_kw(axis_name), **dict(options)
     )
     return loss, new_beta_t, stats
 
@@ -217,8 +219,16 @@ def _form_loss_forward(
     inputs: tuple[jax.Array | None, ...],
     beta_t: jax.Array,
 ) -> tuple[tuple[jax.Array, jax.Array, Stats], tuple[jax.Array, ...]]:
+    # The gradients in the compute dtype: scaled by the cotangent before rounding to dtypes.
+    grad_dtype = jnp.promote_types(dtypes[0], jnp.float32)
     loss, grads, new_beta_t, stats = form.call(
-        "_value_and_grad", inputs, beta_t, config, **_collective_kw(axis_name), **dict(options)
+        "_value_and_grad",
+        inputs,
+        beta_t,
+        config,
+        dtype=grad_dtype,
+        **_collective_kw(axis_name),
+        **dict(options),
     )
     return (loss, new_beta_t, stats), tuple(grads)
 

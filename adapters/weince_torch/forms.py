@@ -278,8 +278,10 @@ class _FormFunction(torch.autograd.Function):
         assert reference is not None
         with _without_autocast(reference):
             if one_pass:
+                # In the compute dtype: scaled by the upstream gradient before rounding.
+                grad_dtype = torch.promote_types(reference.dtype, torch.float32)
                 loss, grads, new_state, stats = form.call(
-                    form.value_and_grad(), inputs, state, config, **dict(options)
+                    form.value_and_grad(), inputs, state, config, dtype=grad_dtype, **dict(options)
                 )
                 ctx.save_for_backward(*grads)
             elif collectives is not None:

@@ -65,10 +65,10 @@ def frozen_loss(form, arrays, options):
 def test_every_form_passes_check_grads_in_float64(form):
     for case, (arrays,) in cases(form):
         loss, inputs = frozen_loss(form, arrays, case.options)
-        check_grads(loss, inputs, order=1, modes=("rev",), eps=1e-6)
+        check_grads(jax.jit(loss), inputs, order=1, modes=("rev",), eps=1e-6)
 
 
-@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("form", ["two_tower", "multi_positive"])
 def test_jit_and_scan_give_the_eager_results(form):
     config = WEINCEConfig.paper(min_tail=8, top_m=6, beta_min_tail=64)
     case, steps = next(cases(form, n=12, d=5, seed=4, steps=2))
@@ -112,8 +112,8 @@ def test_two_tower_with_infonce_is_clips_cross_entropy_and_differentiates_the_sc
         return (ce(logits) + ce(logits.T)) / 2
 
     args = (x, y, jnp.asarray(np.log(1 / 0.07)))
-    value, grads = jax.value_and_grad(weince, argnums=(0, 1, 2))(*args)
-    expected, expected_grads = jax.value_and_grad(clip, argnums=(0, 1, 2))(*args)
+    value, grads = jax.jit(jax.value_and_grad(weince, argnums=(0, 1, 2)))(*args)
+    expected, expected_grads = jax.jit(jax.value_and_grad(clip, argnums=(0, 1, 2)))(*args)
     np.testing.assert_allclose(value, expected, rtol=1e-12)
     for got, want in zip(grads, expected_grads, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-14)
