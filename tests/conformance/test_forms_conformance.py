@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from golden_forms import load, names
+from forms_cases import GOLDEN_NAMES, golden_inputs
 
 from weince import forms_check
 
@@ -15,30 +15,36 @@ GOLDEN = 1e-10  # normwise relative, every quantity (SPEC.md: "about 1e-10 relat
 
 
 def assert_matches(actual: np.ndarray, expected: np.ndarray, what: str) -> None:
+    """Normwise within ``GOLDEN`` (``d_aic`` relative to ``max(max|dAIC|, 1)``), NaNs alike."""
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
     assert actual.shape == expected.shape, (what, actual.shape, expected.shape)
     assert np.array_equal(np.isnan(actual), np.isnan(expected)), f"{what}: NaNs differ"
-    gap = np.nan_to_num(np.abs(actual - expected))
-    scale = max(float(np.max(np.abs(np.nan_to_num(expected)), initial=0.0)), 1e-300)
-    assert float(np.max(gap, initial=0.0)) <= GOLDEN * max(scale, 1.0 if what == "d_aic" else 0), (
-        f"{what}: {float(np.max(gap)) / scale:.2e} relative"
-    )
+    gap = float(np.max(np.nan_to_num(np.abs(actual - expected)), initial=0.0))
+    scale = float(np.max(np.abs(np.nan_to_num(expected)), initial=0.0))
+    if what.endswith("d_aic"):
+        scale = max(scale, 1.0)
+    assert gap <= GOLDEN * scale, f"{what}: {gap:.2e} off (scale {scale:.2e})"
 
 
-@pytest.mark.parametrize("name", names())
-def test_golden_forms_on_every_backend(backend, name):
+def test_golden_forms_on_every_backend(backend, golden_form):
     if not backend.supports("float64"):
         pytest.skip(f"{backend.id} has no float64")
-    golden = load(name)
-    path, results = forms_check.run_form(backend, golden.case, golden.config, "float64")
+    steps = [golden_inputs(golden_form, t) for t in range(golden_form.steps)]
+    form = golden_form.meta["form"]
+    case = forms_check.FormCase(
+        form, golden_form.name, tuple(steps[0][1].items()), tuple(s[0] for s in steps)
+    )
+    path, results = forms_check.run_form(backend, case, golden_form.config, "float64")
     assert path == ("adapter" if backend.adapter else "core")
-    for t, (result, expected) in enumerate(zip(results, golden.expected, strict=True)):
-        assert_matches(result.loss, expected.loss, f"step {t} loss")
-        assert_matches(result.state, expected.state, f"step {t} beta_t carried")
-        for key, value in expected.grads.items():
-            assert_matches(result.grads[key], value, f"step {t} grad_{key}")
-        for key, value in expected.stats.items():
-            assert_matches(result.stats[key], value, f"step {t} {key}")
+    for t, result in enumerate(results):
+        expected = golden_form.step(t)
+        assert_matches(result.loss, expected["loss"], f"step {t} loss")
+        assert_matches(result.state, expected["beta_t"], f"step {t} beta_t carried")
+        for name in forms_check.differentiable(form):
+            grad = expected[f"grad_{GOLDEN_NAMES.get(name, name)}"]
+            assert_matches(result.grads[name], grad, f"step {t} grad_{name}")
+        for key in ("lambda", "beta_t", "rho", "d_aic", "rho0"):
+            assert_matches(result.stats[key], expected[key], f"step {t} {key}")
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
