@@ -106,8 +106,6 @@ def two_tower_value_and_grad(
     """
     _check_cupy(x=x, y=y, state=state)
     with x.device:
-        if scale is not None and not isinstance(scale, cupy.ndarray):
-            scale = cupy.asarray(scale, dtype=cupy.float64)
         return wc.two_tower_value_and_grad(x, y, state, config, scale=scale)
 
 
