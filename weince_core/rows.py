@@ -285,10 +285,12 @@ def _rows_forward(
         # Most often they are among the rows' own largest, selected already (see largest).
         row_top = top if selects else None
 
-        def pool() -> Array:  # made only where the rows' largest do not settle it
-            if per_row:
-                return negative_sim
-            return mask_columns(xp.asarray(sim, copy=True), not_negative, xp)
+        if per_row:
+            pool: Any = negative_sim
+        else:
+
+            def pool() -> Array:  # made only where the rows' largest do not settle it
+                return mask_columns(xp.asarray(sim, copy=True), not_negative, xp)
 
         local = largest(pool, min(k_g, rows * num_negatives), xp, row_top=row_top)
         if collectives is not None:
