@@ -439,7 +439,9 @@ def add_form_argument(parser: argparse.ArgumentParser) -> None:
         type=cc._choices("form", FORMS),
         action="append",
         metavar="FORM[,FORM...]",
-        help=f"pairing forms (SPEC.md section 9): {', '.join(FORMS)} or all (default: two_view)",
+        help=f"pairing forms (SPEC.md section 9): {', '.join(FORMS)} or all (default: "
+        "two_view); the forms other than two_view run on generated inputs, 64 rows unless "
+        "--sizes says otherwise",
     )
 
 
