@@ -37,6 +37,7 @@ from .ops import (
     detached,
     first_copies,
     row_norms,
+    similarity,
     symmetrized_product,
 )
 from .rows import RowsResiduals, rows_backward, rows_forward, rows_value_and_grad
@@ -77,6 +78,9 @@ class _Rows(NamedTuple):
     positive: Array
     negatives: Array | None
     num_negatives: int
+    # Whether every negative similarity is finite, where the inputs tell it cheaply (finite
+    # unit rows have finite products); None: counted in sim.
+    negatives_finite: Array | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,6 +260,7 @@ def _run_rows(
         collectives=collectives,
         negatives=layout.negatives,
         scale=scale,
+        negatives_finite=layout.negatives_finite,
     )
     return loss, xp.astype(new_beta_t, state.dtype), stats, extra
 
@@ -280,17 +285,24 @@ def _two_tower_rows(
     if collectives is None:
         # One product for both blocks: the texts' block is the images' transposed. Copies are
         # canonicalised along both axes, so that both blocks have canonical columns.
-        by_y = _canonical(_canonical(u_x @ u_y.T, u_y, xp).T, u_x, xp)  # (N_y, N_x)
+        by_y = _canonical(_canonical(similarity(u_x, u_y, xp), u_y, xp).T, u_x, xp)  # (N_y, N_x)
         sim = xp.concat([by_y.T, by_y], axis=0)
         pairs = n
+        finite = xp.all(xp.isfinite(u_x)) & xp.all(xp.isfinite(u_y))
     else:
         x_all, y_all = columns
         own = own + collectives.rank * n
         sim = xp.concat(
-            [_canonical(u_x @ y_all.T, y_all, xp), _canonical(u_y @ x_all.T, x_all, xp)], axis=0
+            [
+                _canonical(similarity(u_x, y_all, xp), y_all, xp),
+                _canonical(similarity(u_y, x_all, xp), x_all, xp),
+            ],
+            axis=0,
         )
         pairs = x_all.shape[0]
-    return _Rows(sim, xp.concat([own, own]), None, pairs - 1)
+        finite = xp.all(xp.isfinite(x_all)) & xp.all(xp.isfinite(y_all))
+    # Every row has N - 1 >= 1 negatives: they are finite exactly where the unit rows are.
+    return _Rows(sim, xp.concat([own, own]), None, pairs - 1, finite)
 
 
 def _two_tower_unit_gradients(
@@ -461,22 +473,26 @@ def _explicit_rows(u_q: Array, u_k: Array, u_n: Array, in_batch: bool, xp: Names
     width_n = u_n.shape[-2]
     index = xp.arange(rows, device=device(u_q))
     paired = u_n.ndim == 3
+    # Each query has negatives, each negative a query: finite exactly where the unit rows are.
+    finite = xp.all(xp.isfinite(u_q)) & xp.all(xp.isfinite(u_n))
+    if in_batch:
+        finite = finite & xp.all(xp.isfinite(u_k))
     if paired:  # each query against its own P (elementwise: equal rows give equal values)
         against_n = xp.sum(u_n * u_q[:, None, :], axis=-1)
     if in_batch:
         # The keys as columns after the negatives, the positive among them at width_n + a:
         # the negatives keep the order of SPEC.md section 9 (the n's, then the other keys).
         if paired:
-            sim = xp.concat([against_n, _canonical(u_q @ u_k.T, u_k, xp)], axis=1)
+            sim = xp.concat([against_n, _canonical(similarity(u_q, u_k, xp), u_k, xp)], axis=1)
         else:
             candidates = xp.concat([u_n, u_k], axis=0)
-            sim = _canonical(u_q @ candidates.T, candidates, xp)
-        return _Rows(sim, width_n + index, None, width_n + rows - 1)
+            sim = _canonical(similarity(u_q, candidates, xp), candidates, xp)
+        return _Rows(sim, width_n + index, None, width_n + rows - 1, finite)
     if not paired:
-        against_n = _canonical(u_q @ u_n.T, u_n, xp)
+        against_n = _canonical(similarity(u_q, u_n, xp), u_n, xp)
     positive_sim = xp.sum(u_q * u_k, axis=1)[:, None]
     sim = xp.concat([positive_sim, against_n], axis=1)
-    return _Rows(sim, xp.zeros_like(index), None, width_n)
+    return _Rows(sim, xp.zeros_like(index), None, width_n, finite)
 
 
 def _explicit_unit_gradients(
@@ -631,7 +647,7 @@ def _multi_positive_rows(u: Array, labels: Array, xp: Namespace) -> _Rows:
     same = labels[:, None] == labels[None, :]
     index = xp.arange(rows, device=device(u))
     own = index[:, None] == index[None, :]
-    sim = _canonical(u @ u.T, u, xp)
+    sim = _canonical(similarity(u, u, xp), u, xp)
     return _Rows(sim, same & ~own, ~same, rows - 1)
 
 

@@ -20,6 +20,7 @@ from .ops import (
     detached,
     first_copies,
     row_norms,
+    similarity,
     symmetrized_product,
 )
 from .rows import RowsResiduals, rows_backward, rows_forward, rows_value_and_grad
@@ -108,21 +109,25 @@ def _nt_xent(
         anchors = xp.concat([own, own + total // 2])
     positive, excluded = _two_view_rows(anchors, total)
     rows_args = (positive, excluded, xp.astype(state, dtype), config)  # the state: a copy
+    # Every column is a negative of some row, and unit rows that are finite have finite
+    # products: the negatives are finite exactly where U is.
+    finite = xp.all(xp.isfinite(u_all))
     if grad_dtype is not None:
         # S is passed as a temporary, so that it is freed before the gradient's products.
         loss, beta_t, stats, d_sim = rows_value_and_grad(
-            canonical_columns(u @ u_all.T, *copies, xp),
+            canonical_columns(similarity(u, u_all, xp), *copies, xp),
             *rows_args,
             num_negatives=total - 2,
             collectives=collectives,
+            negatives_finite=finite,
         )
         g_z = cast_gradient(
             _embedding_gradient(d_sim, u, scale, u_all, collectives), grad_dtype, xp
         )
         return loss, xp.astype(beta_t, state.dtype), stats, (g_z[:n, :], g_z[n:, :])
-    sim = canonical_columns(u @ u_all.T, *copies, xp)
+    sim = canonical_columns(similarity(u, u_all, xp), *copies, xp)
     loss, beta_t, stats, rows = rows_forward(
-        sim, *rows_args, num_negatives=total - 2, collectives=collectives
+        sim, *rows_args, num_negatives=total - 2, collectives=collectives, negatives_finite=finite
     )
     kept_sim = sim if total <= KEPT_SIM_RATIO * u.shape[1] else None
     residuals = NTXentResiduals(u, scale, u_all, anchors, kept_sim, rows)
@@ -151,7 +156,7 @@ def nt_xent_backward(
     total = u_all.shape[0]
     positive, excluded = _two_view_rows(residuals.anchors, total)
     if residuals.sim is None:
-        sim = canonical_columns(u @ u_all.T, *first_copies(u_all, xp), xp)
+        sim = canonical_columns(similarity(u, u_all, xp), *first_copies(u_all, xp), xp)
     else:
         sim = residuals.sim
     d_sim = rows_backward(sim, positive, excluded, residuals.rows, config, total_rows=total)

@@ -162,31 +162,26 @@ def _top_k_columns_by_partition(keys: Array, k: int, xp: Namespace) -> Array:
         all_columns = native.broadcast_to(native.arange(width), (rows, width))
         columns[native.arange(rows)[:, None], slot] = all_columns
         columns = columns[:, :k]
-    order = native.argsort(-native.take_along_axis(keys, columns, axis=-1), axis=-1, kind="stable")
+    order = xp.argsort(-native.take_along_axis(keys, columns, axis=-1), axis=-1, stable=True)
     return native.take_along_axis(columns, order, axis=-1)
 
 
 def _top_k_columns_torch(x: Array, k: int, excluded: Array | None, cap: float) -> Array:
-    """PyTorch: ``top_k``'s columns by integer keys in the order of ``min(x, cap)``.
+    """PyTorch: ``top_k``'s columns.
 
-    ``torch.topk`` orders equal keys as it likes. On a GPU the column goes into the low bits of
-    a 64-bit key (float32), so that no two keys are equal. On a CPU that costs twice a topk of
-    the 32-bit keys, so the keys are selected as they are, and only where a row's ``k + 1``
-    largest hold equal keys (duplicated rows, clamped similarities) is that row's selection
-    made again by the exact rule.
+    ``torch.topk`` orders equal values as it likes. On a CPU the keys are selected as they are
+    (a float topk: ``-0.0 == 0.0`` there), and only where a row's ``k + 1`` largest hold equal
+    keys (duplicated rows, clamped similarities) is that row's selection made again by the
+    exact rule. On a GPU every row takes the exact rule (no branch on a value there).
     """
     torch = sys.modules["torch"]
-    keys = _ordered_key(x)
-    cap_key = _ordered_key(torch.full((1,), cap, dtype=x.dtype, device=x.device))
-    keys = torch.minimum(keys, cap_key, out=keys)
-    keys -= keys >> (keys.dtype.itemsize * 8 - 1)  # negative keys up by one: -0.0 meets 0.0
+    keys = torch.clamp(x, max=cap)
     if excluded is not None:
-        keys.scatter_(1, excluded, torch.iinfo(keys.dtype).min)
+        keys.scatter_(1, excluded, -math.inf)
     exact = partial(_exact_top_k_columns_torch, k=k)
     if x.device.type != "cpu":
         return exact(keys)
-    fast = min(k + 1, keys.shape[1])
-    values, columns = torch.topk(keys, fast, dim=-1, sorted=True)
+    values, columns = torch.topk(keys, min(k + 1, keys.shape[1]), dim=-1, sorted=True)
     tied = torch.any(values[:, 1:] == values[:, :-1], dim=-1)
     columns = columns[:, :k]
     if torch.compiler.is_compiling():  # torch.cond: branches give dense tensors
@@ -202,11 +197,17 @@ def _top_k_columns_torch(x: Array, k: int, excluded: Array | None, cap: float) -
 
 
 def _exact_top_k_columns_torch(keys: Array, k: int) -> Array:
-    """PyTorch: the columns of the ``k`` largest integer ``keys`` of each row, equal keys in
-    column order."""
+    """PyTorch: the columns of the ``k`` largest float ``keys`` of each row, equal keys
+    (``-0.0`` and ``0.0`` too) in column order, through integer keys in the floats' order.
+
+    float32: one 64-bit key, the float's key then the column reversed, so no two are equal and
+    one topk settles the order; float64 keys fill 64 bits, so those rows are sorted stably.
+    """
     torch = sys.modules["torch"]
     width = keys.shape[1]
-    if keys.dtype == torch.int32:  # one 64-bit key: the 32-bit key, then the column reversed
+    keys = _ordered_key(keys)
+    keys -= keys >> (keys.dtype.itemsize * 8 - 1)  # negative keys up by one: -0.0 meets 0.0
+    if keys.dtype == torch.int32:
         composite = keys.to(torch.int64) << 32
         composite |= width - 1 - torch.arange(width, device=keys.device)
         return torch.topk(composite, k, dim=-1, sorted=True).indices
@@ -682,3 +683,43 @@ def cast_gradient(g: Array, dtype: Any, xp: Namespace) -> Array:
         largest_value = float(xp.finfo(dtype).max)
         g = xp.clip(g, min=-largest_value, max=largest_value)
     return xp.astype(g, dtype, copy=False)
+
+
+def similarity(u: Array, v: Array, xp: Namespace) -> Array:
+    """``u @ v^T`` to full float32 accuracy at least, whatever the caller's global precision.
+
+    The shortfall coordinate divides by ``1 - s``: the 10-bit mantissa of TF32 (JAX's default
+    for float32 products on NVIDIA GPUs; PyTorch's with ``allow_tf32`` or a float32 matmul
+    precision below ``"highest"``) puts an error of 1e-3 in ``s``, of order 1 in the logits near
+    the cap. JAX is asked for its highest precision; PyTorch, where its settings allow reduced
+    precision, multiplies the operands split into a TF32 part and a remainder (three products,
+    exact to float32 accuracy even when each is made in TF32).
+    """
+    if is_jax_namespace(xp):
+        lax = sys.modules["jax"].lax
+        return sys.modules["jax.numpy"].matmul(u, v.T, precision=lax.Precision.HIGHEST)
+    if is_torch_namespace(xp) and u.dtype == sys.modules["torch"].float32 and _torch_reduced(u):
+        u_high, v_high = _tf32_part(u), _tf32_part(v)
+        u_low, v_low = u - u_high, v - v_high
+        return _product(u_high, v_high) + (_product(u_high, v_low) + _product(u_low, v_high))
+    return u @ v.T
+
+
+def _product(a: Array, b: Array) -> Array:
+    """``a @ b^T`` as the framework makes it (a seam for tests that emulate TF32)."""
+    return a @ b.T
+
+
+def _torch_reduced(like: Array) -> bool:
+    """Whether PyTorch may multiply float32 matrices on ``like``'s device in reduced precision
+    (read from its global settings: no tensor value, no synchronisation)."""
+    torch = sys.modules["torch"]
+    if torch.get_float32_matmul_precision() != "highest":
+        return True
+    return like.device.type == "cuda" and bool(torch.backends.cuda.matmul.allow_tf32)
+
+
+def _tf32_part(x: Array) -> Array:
+    """float32 ``x`` with the 13 low mantissa bits cleared: exact in TF32 (10-bit mantissa)."""
+    torch = sys.modules["torch"]
+    return (x.view(torch.int32) & -(1 << 13)).view(torch.float32)

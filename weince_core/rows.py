@@ -169,6 +169,7 @@ def rows_forward(
     collectives: Collectives | None = None,
     negatives: Array | None = None,
     scale: Array | None = None,
+    negatives_finite: Array | None = None,
 ) -> tuple[Array, Array, dict[str, Array], RowsResiduals]:
     """The WEINCE loss of rows: ``(loss, new_beta_t, stats, residuals)``.
 
@@ -189,9 +190,13 @@ def rows_forward(
     With ``collectives``, these are this rank's rows of a batch whose rows are spread over
     ranks: per-row statistics stay local, while ``rho0``, the ``beta_t`` tail, the loss and the
     summary statistics are those of all rows of all ranks.
+
+    ``negatives_finite``: whether every negative similarity of every rank is finite (a 0-d
+    boolean; where not, ``beta_t`` stays), when the caller knows it cheaply (from its inputs);
+    by default it is counted in ``sim``.
     """
     args = (sim, positive, excluded, beta_t, config, num_negatives, collectives, negatives, scale)
-    return _rows_forward(*args, keep_dense=False)[:4]
+    return _rows_forward(*args, negatives_finite, keep_dense=False)[:4]
 
 
 def rows_value_and_grad(
@@ -205,6 +210,7 @@ def rows_value_and_grad(
     collectives: Collectives | None = None,
     negatives: Array | None = None,
     scale: Array | None = None,
+    negatives_finite: Array | None = None,
 ) -> tuple[Array, Array, dict[str, Array], Any]:
     """``(loss, new_beta_t, stats, dL/dsim)``: ``rows_forward`` and ``rows_backward`` in one;
     with a ``scale``, ``(dL/dsim, dL/dscale)`` in place of ``dL/dsim``.
@@ -214,7 +220,7 @@ def rows_value_and_grad(
     this call. Arguments as in ``rows_forward``; ``dL/dscale`` is this rank's part (its rows').
     """
     args = (sim, positive, excluded, beta_t, config, num_negatives, collectives, negatives, scale)
-    loss, beta_t, stats, residuals, dense = _rows_forward(*args, keep_dense=True)
+    loss, beta_t, stats, residuals, dense = _rows_forward(*args, negatives_finite, keep_dense=True)
     total_rows = sim.shape[0] * world_size(collectives)
     d_sim, d_scale = _rows_backward(
         sim, positive, excluded, residuals, config, total_rows, dense, negatives
@@ -232,6 +238,7 @@ def _rows_forward(
     collectives: Collectives | None,
     negatives: Array | None,
     scale: Array | None,
+    negatives_finite: Array | None,
     *,
     keep_dense: bool,
 ) -> tuple[Array, Array, dict[str, Array], RowsResiduals, tuple[Array, Array | None] | None]:
@@ -295,12 +302,15 @@ def _rows_forward(
         local = largest(pool, min(k_g, rows * num_negatives), xp, row_top=row_top)
         if collectives is not None:
             local = largest(gather(local, collectives), k_g, xp)
+        finite = negatives_finite
         if per_row:
-            finite = _negatives_finite_masked(negative_sim, negatives, collectives, xp)
+            if finite is None:
+                finite = _negatives_finite_masked(negative_sim, negatives, collectives, xp)
             pool_size = total(xp.sum(negative_counts), collectives)
             stats.update(tail.update_beta_pool(local, pool_size, beta_t, config, xp, finite=finite))
         else:
-            finite = _negatives_finite(sim, not_negative, collectives, xp)
+            if finite is None:
+                finite = _negatives_finite(sim, not_negative, collectives, xp)
             stats.update(tail.update_beta(local, beta_t, config, xp, finite=finite))
     else:
         no_update = xp.zeros((), dtype=xp.bool, device=device(sim))

@@ -26,6 +26,7 @@ from jax.sharding import PartitionSpec as P
 
 import weince_core as wc
 from weince_core import WEINCEConfig
+from weince_core.ops import cast_gradient
 from weince_core.validation import check_config
 
 Stats = dict[str, jax.Array]
@@ -191,7 +192,7 @@ def _loss_backward(
     cotangents: tuple[jax.Array, Any, Any],
 ) -> tuple[jax.Array, jax.Array, None]:
     grad_loss = cotangents[0]  # those of new_beta_t and stats are dropped: no gradient there
-    grad_i, grad_j = ((grad * grad_loss).astype(dtype) for grad in grads)
+    grad_i, grad_j = (cast_gradient(grad * grad_loss, dtype, jnp) for grad in grads)
     return grad_i, grad_j, None  # None: a zero cotangent for beta_t
 
 

@@ -22,9 +22,11 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from array_api_compat import array_namespace
 
 import weince_core as wc
 from weince_core import WEINCEConfig
+from weince_core.ops import cast_gradient
 from weince_core.validation import check_config
 
 from . import distributed
@@ -196,7 +198,10 @@ class _WEINCEFunction(torch.autograd.Function):
         if ctx.one_pass:
             if grad_loss is None:  # not materialised: the loss reached the graph's output unused
                 return None, None, None, None, None
-            grad_i, grad_j = ((grad * grad_loss).to(ctx.dtype) for grad in ctx.saved_tensors)
+            grad_i, grad_j = (
+                cast_gradient(grad * grad_loss, ctx.dtype, array_namespace(grad))
+                for grad in ctx.saved_tensors
+            )
         else:
             residuals = _unflatten(ctx.saved_tensors)
             if grad_loss is None:  # zeros, still computed: every process joins the collectives
