@@ -42,7 +42,7 @@ from weince.backends import (
     smallest_shortfall,
     tolerance,
 )
-from weince.cli import positive_int
+from weince.cli import output_file, positive_int
 from weince_core import WEINCEConfig
 
 PRESETS = ("paper", "blend", "infonce")
@@ -160,7 +160,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="T",
         help="steps per run, the state carried (default: 3)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the inputs (default: 0)")
+    parser.add_argument(
+        "--seed", type=positive_int(0), default=0, help="seed of the inputs, >= 0 (default: 0)"
+    )
     parser.add_argument(
         "--input",
         type=Path,
@@ -184,7 +186,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="adapter: each framework's adapter where installed, else the core (default); "
         "core: the core on every framework's arrays",
     )
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
+    parser.add_argument(
+        "--json", type=output_file, metavar="PATH", help="also write the results here"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     forms_check.add_form_argument(parser)  # --form: the pairing forms (weince.forms_check)
 
@@ -665,9 +669,6 @@ def run(args: argparse.Namespace) -> int:
         backends, skipped = _select_backends(_flat(args.backends, None))
     except UsageError as error:
         print(f"weince crosscheck: error: {error}", file=sys.stderr)
-        return 2
-    if args.json is not None and not args.json.parent.is_dir():
-        print(f"weince crosscheck: error: --json: no folder {args.json.parent}", file=sys.stderr)
         return 2
     dtypes = _flat(args.dtype, list(DTYPES))
     presets = _flat(args.preset, ["paper"])

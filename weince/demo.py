@@ -26,7 +26,7 @@ import numpy as np
 
 from weince_core import WEINCEConfig
 
-from .cli import positive_int
+from .cli import config_value, output_folder, positive_int
 from .demo_data import SPLIT_SEED, TEST_FRACTION, DataError, Split
 from .demo_protocol import Protocol, UsageError, steps_per_epoch
 
@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--temperature",
-        type=_positive_float,
+        type=config_value("temperature"),
         default=defaults.temperature,
         help="tau, shared by every loss (%(default)s)",
     )
@@ -79,7 +79,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="an .npz with images 'x' (n, h, w) or (n, h, w, c) and labels 'y' (n,) "
         "(default: scikit-learn's digits)",
     )
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (%(default)s)")
+    parser.add_argument(
+        "--out",
+        type=output_folder,
+        default=DEFAULT_OUT,
+        help="output folder, created if missing (%(default)s)",
+    )
     parser.add_argument("--all", action="store_true", help="also train with the blend preset")
     parser.add_argument(
         "--quick",

@@ -283,3 +283,31 @@ def test_a_numpy_only_run_imports_no_framework():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("setting", ["default", "high", "allow_tf32"])
+def test_full_precision_matmuls_puts_every_torch_setting_back(setting):
+    torch = pytest.importorskip("torch")
+    from weince.backends import full_precision_matmuls
+
+    matmul = torch.backends.cuda.matmul
+
+    def settings():
+        per_backend = getattr(matmul, "fp32_precision", None)
+        return torch.get_float32_matmul_precision(), bool(matmul.allow_tf32), per_backend
+
+    original = settings()
+    try:
+        if setting == "high":
+            torch.set_float32_matmul_precision("high")
+        elif setting == "allow_tf32":
+            matmul.allow_tf32 = True
+        before = settings()
+        with full_precision_matmuls("torch"):
+            assert settings()[:2] == ("highest", False)
+        assert settings() == before
+    finally:
+        torch.set_float32_matmul_precision(original[0])
+        if original[2] is not None:
+            matmul.fp32_precision = original[2]
+    assert settings() == original
