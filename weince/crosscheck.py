@@ -42,7 +42,7 @@ from weince.backends import (
     enable_jax_float64,
     smallest_shortfall,
 )
-from weince.cli import output_file, positive_int
+from weince.cli import int_list, output_file, positive_int
 from weince_core import WEINCEConfig
 
 PRESETS = ("paper", "blend", "infonce")
@@ -94,19 +94,6 @@ def _choices(name: str, allowed: Sequence[str], every: str = "all") -> Callable[
     return parse
 
 
-def _positive_ints(minimum: int) -> Callable[[str], list[int]]:
-    def parse(text: str) -> list[int]:
-        try:
-            values = [int(item) for item in text.split(",") if item.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: not a comma list of integers") from None
-        if not values or min(values) < minimum:
-            raise argparse.ArgumentTypeError(f"{text!r}: each value must be >= {minimum}")
-        return values
-
-    return parse
-
-
 def _backend_names(text: str) -> list[str]:
     names = [item.strip() for item in text.split(",") if item.strip()]
     unknown = [name for name in names if not _matching_ids(name)]
@@ -154,7 +141,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = _tolerance_epilog()
     parser.add_argument(
         "--sizes",
-        type=_positive_ints(2),
+        type=int_list(2),
         action="append",
         metavar="N[,N...]",
         help="pairs per batch (2N rows); a comma list or repeated (default: 256)",

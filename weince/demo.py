@@ -26,7 +26,7 @@ import numpy as np
 
 from weince_core import WEINCEConfig
 
-from .cli import config_value, output_folder, positive_int
+from .cli import config_value, output_folder, positive_float, positive_int
 from .demo_data import SPLIT_SEED, TEST_FRACTION, DataError, Split
 from .demo_protocol import Protocol, UsageError, steps_per_epoch
 
@@ -35,16 +35,6 @@ DEFAULT_OUT = Path("weince-out") / "demo"
 QUICK = {"epochs": 2, "seeds": 1, "batch_size": 128}
 FULL = {"epochs": Protocol.epochs, "seeds": 3, "batch_size": Protocol.batch_size}
 DEMO_PACKAGES = {"sklearn": "scikit-learn", "matplotlib": "matplotlib", "tqdm": "tqdm"}
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
-    if not (value > 0 and np.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0; got {text}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"image pairs per step, N (default {FULL['batch_size']})",
     )
     parser.add_argument(
-        "--lr", type=_positive_float, default=defaults.lr, help="peak learning rate (%(default)s)"
+        "--lr", type=positive_float, default=defaults.lr, help="peak learning rate (%(default)s)"
     )
     parser.add_argument(
         "--temperature",
