@@ -56,8 +56,9 @@ TAIL_QUANTITIES = ("d_aic", "rho", "rho0")
 # dtypes compute in float32, whose cap 1 - eps is not 1 - 1e-6 but 1 - 1.0133e-6: on batches
 # with copies the clamped logits differ from float64's by design, moving the loss by up to 6e-4
 # (measured), hence 1e-3; bfloat16 and float16 return gradients rounded to 2^-8 and 2^-11.
-# Inputs closer to the cap than float32 resolves (1 - cosine below ~1e-4) fail in float32:
-# float32 cannot compute them to 1e-3, and the verdict says so rather than widening.
+# Pairs just short of the cap (1 - cosine from ~1e-6 to ~1e-4, held by float32 to few digits)
+# can fail float32 rows (measured: gradients 0.3 off at 1 - cosine ~ 1e-6): float32 cannot
+# compute them to 1e-3, and the verdict says so rather than widening.
 VERDICT: dict[str, Tolerance] = {
     "float64": Tolerance(value=1e-9, lam=1e-9, grad=1e-9, d_aic=1e-9),
     "float32": Tolerance(value=1e-3, lam=1e-3, grad=1e-3, d_aic=1e-3),
@@ -119,8 +120,9 @@ def _tolerance_epilog() -> str:
     lines += [
         "'value' bounds loss, rho, rho0 and beta_t. Half precision computes in float32, whose",
         "cap 1 - eps differs from float64's (1 - 1.0133e-6 for eps = 1e-6): on copies the loss",
-        "moves by up to 6e-4, hence 1e-3. Inputs closer to the cap than float32 resolves",
-        "(1 - cosine below about 1e-4) fail in float32: compare them in float64.",
+        "moves by up to 6e-4, hence 1e-3. Pairs just short of the cap (1 - cosine from about",
+        "1e-6 to 1e-4, which float32 holds to few digits) can fail float32 rows: the tolerance",
+        "does not widen for them; compare such inputs in float64.",
     ]
     return "\n".join(lines)
 
