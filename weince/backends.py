@@ -21,6 +21,10 @@ is set, which a run refuses).
 
 Tolerances against the NumPy float64 reference
 ----------------------------------------------
+These bounds depend on the inputs (they widen near the cap) and serve the test suite's
+conformance matrix, which knows its inputs. ``weince crosscheck`` does not use them for its
+verdict: it holds every row to a fixed tolerance per dtype (``weince.crosscheck.VERDICT``).
+
 The reference is the core on NumPy float64 arrays holding the *same* inputs, that is the inputs
 after rounding to the dtype under test: what is measured is the computation, not the rounding of
 the inputs (which for bfloat16 alone moves the loss by about 1e-3). Errors are normwise,
@@ -394,12 +398,8 @@ def full_precision_matmuls(module: str) -> Iterator[None]:
     if module == "torch":
         import torch
 
-        previous = torch.get_float32_matmul_precision()
-        torch.set_float32_matmul_precision("highest")
-        try:
+        with _torch_full_precision(torch):
             yield
-        finally:
-            torch.set_float32_matmul_precision(previous)
     elif module == "jax":
         import jax
 
@@ -411,6 +411,35 @@ def full_precision_matmuls(module: str) -> Iterator[None]:
         yield
     else:
         yield
+
+
+@contextlib.contextmanager
+def _torch_full_precision(torch: Any) -> Iterator[None]:
+    """PyTorch's float32 products in full precision, every setting put back afterwards.
+
+    The global setting (``set_float32_matmul_precision``, which the core reads) is set to
+    ``"highest"``; it also changes PyTorch's per-backend settings (``fp32_precision`` of
+    ``torch.backends.cuda.matmul`` and of mkldnn's, PyTorch >= 2.9), which are put back
+    exactly as they were afterwards, ``"none"`` included.
+    """
+    settings = [
+        group
+        for group in (
+            getattr(torch.backends.cuda, "matmul", None),
+            getattr(getattr(torch.backends, "mkldnn", None), "matmul", None),
+        )
+        if hasattr(group, "fp32_precision")
+    ]
+    saved = [group.fp32_precision for group in settings]
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+        for group, value in zip(settings, saved, strict=True):
+            if group.fp32_precision != value:
+                group.fp32_precision = value
 
 
 def enable_jax_float64() -> None:

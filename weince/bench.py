@@ -38,6 +38,7 @@ plus bfloat16 on GPU (CuPy: float32 only).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import importlib.util
 import json
@@ -52,6 +53,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from weince.backends import full_precision_matmuls
+from weince.cli import even_size, json_file, output_file, positive_int
 
 BACKENDS = ("torch", "jax", "cupy")
 ADAPTERS = {"torch": "weince_torch", "jax": "weince_jax", "cupy": "weince_cupy"}
@@ -72,13 +76,20 @@ Step = Callable[[], Any]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sizes",
-        type=int,
+        type=even_size,
         nargs="+",
-        help="2N values (default: 512 2048 on CPU, 512 2048 8192 on GPU)",
+        metavar="2N",
+        help="2N values, each even and >= 4 (default: 512 2048 on CPU, 512 2048 8192 on GPU)",
     )
-    parser.add_argument("--dim", type=int, default=128, help="embedding dimension d (default 128)")
-    parser.add_argument("--repeats", type=int, default=20, help="timed rounds (default 20)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    parser.add_argument(
+        "--dim", type=positive_int(1), default=128, help="embedding dimension d (default 128)"
+    )
+    parser.add_argument(
+        "--repeats", type=positive_int(1), default=20, help="timed rounds (default 20)"
+    )
+    parser.add_argument(
+        "--warmup", type=positive_int(1), default=3, help="untimed steps first (default 3)"
+    )
     parser.add_argument(
         "--backends", nargs="+", choices=BACKENDS, help="only these frameworks (default: installed)"
     )
@@ -104,13 +115,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"MODE: one of {', '.join(COMPILE_MODES)} (default: default)",
     )
     parser.add_argument(
-        "--threads", type=int, help="PyTorch CPU threads (default: PyTorch's own choice)"
+        "--threads",
+        type=positive_int(1),
+        help="PyTorch CPU threads (default: PyTorch's own choice)",
     )
-    parser.add_argument("--json", metavar="PATH", help="write the rows (and metadata) as JSON")
-    parser.add_argument("--plot", metavar="PATH", help="log-log plot of time vs 2N (PNG, ...)")
     parser.add_argument(
-        "--compare", metavar="FILE", help="show the change against an earlier --json file"
+        "--json", type=output_file, metavar="PATH", help="write the rows (and metadata) as JSON"
     )
+    parser.add_argument(
+        "--plot", type=output_file, metavar="PATH", help="log-log plot of time vs 2N (PNG, ...)"
+    )
+    parser.add_argument(
+        "--compare",
+        type=earlier_rows,
+        metavar="FILE",
+        help="show the change against an earlier --json file (read and checked first)",
+    )
+
+
+def earlier_rows(text: str) -> tuple[str, list[dict[str, Any]]]:
+    """An argparse ``type`` for ``--compare``: the file's name and its rows, each a dict with
+    the keys a row is matched and compared by; an error if the file holds no such rows."""
+    content = json_file(text)
+    rows = content.get("rows") if isinstance(content, dict) else content
+    needed = {"backend", "device", "dtype", "preset", "size", "dim", "median_ms", "ratio"}
+    if not isinstance(rows, list) or not rows:
+        raise argparse.ArgumentTypeError(f"{text} holds no rows: not a 'weince bench --json' file")
+    for i, row in enumerate(rows):
+        missing = needed - set(row) if isinstance(row, dict) else needed
+        if missing:
+            raise argparse.ArgumentTypeError(
+                f"{text}: row {i} lacks {', '.join(sorted(missing))}: not a 'weince bench --json' "
+                "file"
+            )
+    return text, rows
 
 
 # ---- statistics and timing ---------------------------------------------------------------------
@@ -257,29 +295,41 @@ def torch_targets(devices: list[str], threads: int | None = None) -> Iterator[Ta
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() / 2**20
 
-    if "cpu" in devices:
-        if threads:
-            torch.set_num_threads(threads)
-        yield Target(
-            "torch",
-            "cpu",
-            f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
-            ["float32"],
-            lambda *a: make_steps(*a, device="cpu"),
-            wall_ms,
-        )
-    if "cuda" in devices and torch.cuda.is_available():
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        yield Target(
-            "torch",
-            "cuda",
-            torch.cuda.get_device_name(),
-            ["float32", "bfloat16"],
-            lambda *a: make_steps(*a, device="cuda"),
-            cuda_ms,
-            cuda_peak_mib,
-        )
+    # TF32 off and the thread count set while the targets run; both put back afterwards.
+    with full_precision_matmuls("torch"), torch_threads(threads):
+        if "cpu" in devices:
+            yield Target(
+                "torch",
+                "cpu",
+                f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+                ["float32"],
+                lambda *a: make_steps(*a, device="cpu"),
+                wall_ms,
+            )
+        if "cuda" in devices and torch.cuda.is_available():
+            yield Target(
+                "torch",
+                "cuda",
+                torch.cuda.get_device_name(),
+                ["float32", "bfloat16"],
+                lambda *a: make_steps(*a, device="cuda"),
+                cuda_ms,
+                cuda_peak_mib,
+            )
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """PyTorch's CPU thread count set to ``threads`` (None: left alone), restored afterwards."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 # ---- JAX ---------------------------------------------------------------------------------------
@@ -496,12 +546,13 @@ def row_key(row: dict[str, Any]) -> tuple:
     return (*(row[f] for f in fields), row.get("inputs", "random"))
 
 
-def compare(rows: list[dict[str, Any]], path: str) -> None:
-    """Print, for each row also in the earlier file, the change of median time and of ratio."""
-    with open(path) as file:
-        earlier = json.load(file)
-    earlier_rows = earlier["rows"] if isinstance(earlier, dict) else earlier
-    old = {row_key(r): r for r in earlier_rows if isinstance(r, dict) and "median_ms" in r}
+def compare(rows: list[dict[str, Any]], earlier: tuple[str, list[dict[str, Any]]]) -> None:
+    """Print, for each row also in the earlier file, the change of median time and of ratio.
+
+    ``earlier``: the file's name and its rows, as ``earlier_rows`` read them.
+    """
+    path, earlier_rows = earlier
+    old = {row_key(r): r for r in earlier_rows}
     print(f"\nchange against {path}:")
     print(
         f"{'backend':7s} {'device':6s} {'dtype':9s} {'2N':>6} {'method':16s} {'was ms':>9} "

@@ -27,7 +27,7 @@ import numpy as np
 
 from weince_core import WEINCEConfig
 
-from .cli import positive_int
+from .cli import config_value, output_folder, positive_float, positive_int
 from .demo_data import SPLIT_SEED, TEST_FRACTION, DataError, Split
 from .demo_protocol import Protocol, UsageError, steps_per_epoch
 
@@ -36,16 +36,6 @@ DEFAULT_OUT = Path("weince-out") / "demo"
 QUICK = {"epochs": 2, "seeds": 1, "batch_size": 128}
 FULL = {"epochs": Protocol.epochs, "seeds": 3, "batch_size": Protocol.batch_size}
 DEMO_PACKAGES = {"sklearn": "scikit-learn", "matplotlib": "matplotlib", "tqdm": "tqdm"}
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
-    if not (value > 0 and np.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0; got {text}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,11 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"image pairs per step, N (default {FULL['batch_size']})",
     )
     parser.add_argument(
-        "--lr", type=_positive_float, default=defaults.lr, help="peak learning rate (%(default)s)"
+        "--lr", type=positive_float, default=defaults.lr, help="peak learning rate (%(default)s)"
     )
     parser.add_argument(
         "--temperature",
-        type=_positive_float,
+        type=config_value("temperature"),
         default=defaults.temperature,
         help="tau, shared by every loss (%(default)s)",
     )
@@ -80,7 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="an .npz with images 'x' (n, h, w) or (n, h, w, c) and labels 'y' (n,) "
         "(default: scikit-learn's digits)",
     )
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (%(default)s)")
+    parser.add_argument(
+        "--out",
+        type=output_folder,
+        default=DEFAULT_OUT,
+        help="output folder, created if missing (%(default)s)",
+    )
     parser.add_argument("--all", action="store_true", help="also train with the blend preset")
     parser.add_argument(
         "--quick",

@@ -36,7 +36,6 @@ from weince.backends import (
     _import_adapter,
     full_precision_matmuls,
     smallest_shortfall,
-    tolerance,
 )
 from weince_core import WEINCEConfig
 
@@ -318,7 +317,7 @@ def reference(case: FormCase, config: WEINCEConfig) -> list[FormResult]:
 
 
 def shortfall_of(case: FormCase) -> float:
-    """The smallest ``1 - cosine`` between any two rows of the inputs (sets the tolerance)."""
+    """The smallest ``1 - cosine`` between any two rows of the inputs (for the reader)."""
     rows = []
     for batch in case.batches:
         for name, value in batch.items():
@@ -344,17 +343,28 @@ def _stacked(results: Sequence[FormResult], quantity: str) -> np.ndarray:
 
 
 def compare(
-    form: str, results: Sequence[FormResult], expected: Sequence[FormResult], tol: Any
+    form: str,
+    results: Sequence[FormResult],
+    expected: Sequence[FormResult],
+    tol: Any,
+    config: WEINCEConfig,
 ) -> dict[str, cc.Difference]:
     """Every quantity, and each gradient on its own (``grad_x``, ...), against ``expected``;
-    ``grad`` is the worst gradient (the table's column)."""
-    out = {
-        q: cc.difference(_stacked(results, q), _stacked(expected, q), q, tol) for q in QUANTITIES
-    }
+    ``grad`` is the worst gradient (the table's column). Checked as the two-view crosscheck
+    checks them: a reference that is not finite fails, and the statistics ``config`` does not
+    compute are left out."""
+    computed = cc.computed_quantities(config)
+    out = {}
+    for q in QUANTITIES:
+        diff = cc.difference(_stacked(results, q), _stacked(expected, q), q, tol, strict=True)
+        if q not in computed:
+            diff = cc.Difference(diff.abs, diff.rel, diff.error, diff.tolerance, computed=False)
+        out[q] = diff
     grads = {}
     for name in differentiable(form):
         key = f"grad_{name}"
-        grads[key] = cc.difference(_stacked(results, key), _stacked(expected, key), "grad", tol)
+        actual, reference_grad = _stacked(results, key), _stacked(expected, key)
+        grads[key] = cc.difference(actual, reference_grad, "grad", tol, strict=True)
     out["grad"] = max(grads.values(), key=lambda diff: diff.error / diff.tolerance)
     return {**out, **grads}
 
@@ -390,7 +400,7 @@ def run_case(backend: Backend, case: FormCase, preset: str, dtype: str, path: st
         mine = rounded(backend, case, dtype)
         expected = reference(mine, config)
         row.delta = shortfall_of(mine)
-        row.tolerance = tolerance(dtype, row.delta)
+        row.tolerance = cc.VERDICT[dtype]  # fixed per dtype, as for the two-view form
         row.path, results = run_form(backend, mine, config, dtype, path=path)
     except Exception as error:  # a broken backend is a failed row, not a crashed command
         row.error = f"{type(error).__name__}: {error}"
@@ -398,7 +408,7 @@ def run_case(backend: Backend, case: FormCase, preset: str, dtype: str, path: st
     last = results[-1]
     row.loss = float(last.loss)
     row.grad_norm = float(math.sqrt(sum(float(np.sum(g**2)) for g in last.grads.values())))
-    row.differences = compare(case.form, results, expected, row.tolerance)
+    row.differences = compare(case.form, results, expected, row.tolerance, config)
     compute = "float64" if dtype == "float64" else "float32"
     for r in results:
         wrong = [f"gradient of {k} in {v}" for k, v in r.grad_dtypes.items() if v != dtype]

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
+
+import numpy as np
 
 GateMode = Literal["both", "rho", "aic", "off"]
 GATE_MODES: tuple[str, ...] = ("both", "rho", "aic", "off")
@@ -15,30 +19,51 @@ GATE_MODES: tuple[str, ...] = ("both", "rho", "aic", "off")
 class WEINCEConfig:
     """Every number of the loss. The defaults are the ``paper`` preset.
 
-    Frozen and hashable, so it can be a static argument of ``jax.jit``.
+    Frozen and hashable, so it can be a static argument of ``jax.jit``. Every field is checked
+    when a config is made (``TypeError`` for a wrong type, ``ValueError`` for a value out of its
+    range; both name the field, what it expects and the value). NumPy scalars are accepted and
+    stored as plain Python ``float``, ``int`` or ``bool``.
 
     Attributes:
-        temperature: ``tau``, the softmax temperature of ``S / tau``.
-        quantile: ``q``; ``rho0`` is this quantile of ``rho`` over the anchors.
-        kappa_rho: slope of the ``rho`` gate.
-        kappa_aic: slope of the AIC gate.
-        aic_margin: ``dAIC`` at which the AIC gate is one half.
+        temperature: ``tau``, the softmax temperature of ``S / tau``; in [0.01, 10000]. The
+            logits ``S / tau`` reach ``1 / tau``: below 0.01 float32 holds them to worse than
+            1e-5, and with near-identical views ``lse - logit`` cancels to rounding noise (a
+            negative loss).
+        quantile: ``q``; ``rho0`` is this quantile of ``rho`` over the anchors; in [0, 1].
+        kappa_rho: slope of the ``rho`` gate; in [0, 100]. Its argument is at most
+            ``kappa_rho * log(1 / eps) <= 1.7e3``: finite in float32 (no ``inf * 0``), and a
+            rounding error in ``rho`` moves ``lambda`` by at most ``kappa_rho / 4`` times it.
+        kappa_aic: slope of the AIC gate; in [0, 100] (as ``kappa_rho``).
+        aic_margin: ``dAIC`` at which the AIC gate is one half; in [-1e6, 1e6] (finite in
+            float32 whatever ``kappa_aic``).
         gate: ``"both"`` (``lam_rho * lam_aic``), ``"rho"``, ``"aic"``, or ``"off"``
             (``lambda = 0``: plain NT-Xent, nothing else computed).
-        tail_fraction: the per-anchor tail holds this fraction of the negatives ...
-        min_tail: ... but at least this many.
-        eps: shortfall floor; ``clip_s(s) = min(s, 1 - eps)``.
-        beta_w: slope of the shortfall coordinate in the blended logits.
-        weibit_weight: weight of the Weibit top-M term (0 turns it off).
-        softmax_weight: weight of the softmax top-M term (0 turns it off).
-        top_m: ``M``, the hard negatives per anchor in the top-M terms.
+        tail_fraction: the per-anchor tail holds this fraction of the negatives ...; in (0, 1].
+        min_tail: ... but at least this many; an int in [1, 2**31 - 1].
+        eps: shortfall floor; ``clip_s(s) = min(s, 1 - eps)``; in [2**-21, 0.5]. Below
+            ``2**-24``, ``1 - eps`` rounds to 1 in float32 (the shortfall becomes 0 and its log
+            ``-inf``); below ``2**-21`` (8 float32 steps under 1) the rounding error of a
+            float32 cosine of two equal rows decides whether they clamp, and the backends
+            disagree (measured: gradients 1-16% apart at 1e-7 and 2**-24). Above 0.5 the cap
+            ``1 - eps`` falls into the bulk of the similarities, where it is meant for
+            near-duplicates: ordinary pairs would clamp, and rounding would decide which.
+        beta_w: slope of the shortfall coordinate in the blended logits; in (0, 100].
+        weibit_weight: weight of the Weibit top-M term (0 turns it off); in [0, 100].
+        softmax_weight: weight of the softmax top-M term (0 turns it off); in [0, 100].
+        top_m: ``M``, the hard negatives per anchor in the top-M terms; an int in
+            [1, 2**31 - 1].
         estimate_beta: update ``beta_t`` online from the global negative tail.
-        beta_init: the initial ``beta_t``.
-        beta_tail_fraction: the global tail holds this fraction of all negatives ...
-        beta_min_tail: ... but at least this many.
-        beta_momentum: ``beta_t <- m * beta_t + (1 - m) * clip(beta_hat)``.
-        beta_min_r2: the fit's ``R2`` needed for an update.
-        beta_clip: the range ``beta_hat`` is clipped to before it enters the average.
+        beta_init: the initial ``beta_t``; in (0, 32]. The Weibit logits
+            ``beta * log(1 / shortfall)`` reach ``beta * log(1 / eps)``: at 1e10 that is 1.7e11,
+            which float32 holds to 1e4, and the backends' losses differ. Measured in float32,
+            every backend stays within 2e-5 of float64 up to 32 (twice the default clip
+            high); at 50 JAX's gradient is 7e-4 off, at 100 3e-3.
+        beta_tail_fraction: the global tail holds this fraction of all negatives ...; in (0, 1].
+        beta_min_tail: ... but at least this many; an int in [1, 2**31 - 1].
+        beta_momentum: ``beta_t <- m * beta_t + (1 - m) * clip(beta_hat)``; in [0, 1].
+        beta_min_r2: the fit's ``R2`` needed for an update; in [0, 1].
+        beta_clip: the range ``(low, high)`` ``beta_hat`` is clipped to before it enters the
+            average; ``0 < low <= high <= 32`` (as ``beta_init``).
     """
 
     temperature: float = 0.5
@@ -102,61 +127,129 @@ class WEINCEConfig:
         return self.weibit_weight > 0 or self.softmax_weight > 0
 
     def __post_init__(self) -> None:
-        # Accept a list for beta_clip (from JSON, say) but store a hashable tuple.
-        object.__setattr__(self, "beta_clip", tuple(self.beta_clip))
         for field in dataclasses.fields(self):
-            _check_type(field.name, getattr(self, field.name))
+            value = _checked_value(field.name, getattr(self, field.name))
+            object.__setattr__(self, field.name, value)
         _require(self.gate in GATE_MODES, "gate", f"one of {GATE_MODES}", self.gate)
-        _require(self.temperature > 0, "temperature", "> 0", self.temperature)
-        _require(0 <= self.quantile <= 1, "quantile", "in [0, 1]", self.quantile)
-        _require(self.kappa_rho >= 0, "kappa_rho", ">= 0", self.kappa_rho)
-        _require(self.kappa_aic >= 0, "kappa_aic", ">= 0", self.kappa_aic)
-        _require(0 < self.tail_fraction <= 1, "tail_fraction", "in (0, 1]", self.tail_fraction)
-        _require(self.min_tail >= 1, "min_tail", ">= 1", self.min_tail)
-        _require(0 < self.eps < 1, "eps", "in (0, 1)", self.eps)
-        _require(self.beta_w > 0, "beta_w", "> 0", self.beta_w)
-        _require(self.weibit_weight >= 0, "weibit_weight", ">= 0", self.weibit_weight)
-        _require(self.softmax_weight >= 0, "softmax_weight", ">= 0", self.softmax_weight)
-        _require(self.top_m >= 1, "top_m", ">= 1", self.top_m)
-        _require(self.beta_init > 0, "beta_init", "> 0", self.beta_init)
+        for name, limits in RANGES.items():
+            if name == "beta_clip":
+                continue
+            value = getattr(self, name)
+            _require(limits.contains(value), name, limits.text(), value)
+        low, high = self.beta_clip
+        clip = RANGES["beta_clip"]
         _require(
-            0 < self.beta_tail_fraction <= 1,
-            "beta_tail_fraction",
-            "in (0, 1]",
-            self.beta_tail_fraction,
-        )
-        _require(self.beta_min_tail >= 1, "beta_min_tail", ">= 1", self.beta_min_tail)
-        _require(0 <= self.beta_momentum <= 1, "beta_momentum", "in [0, 1]", self.beta_momentum)
-        _require(0 <= self.beta_min_r2 <= 1, "beta_min_r2", "in [0, 1]", self.beta_min_r2)
-        _require(
-            0 < self.beta_clip[0] <= self.beta_clip[1],
+            clip.contains(low) and clip.contains(high) and low <= high,
             "beta_clip",
-            "a pair (low, high) with 0 < low <= high",
+            f"a pair (low, high) with low <= high, both {clip.text()}",
             self.beta_clip,
         )
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric field accepts: ``low`` to ``high``, each end open or closed."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+
+    def contains(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def text(self) -> str:
+        """``in [0.01, 10000]``, ``in (0, 1]``, ..."""
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        low = "2**-21 (4.77e-07)" if self.low == EPS_MIN else _number(self.low)
+        return f"in {left}{low}, {_number(self.high)}{right}"
+
+
+def _number(x: float) -> str:
+    """``10000``, ``0.01``, ``1e6``: as a range reads in the docs."""
+    if isinstance(x, int) or (x.is_integer() and abs(x) < 1e5):
+        return str(int(x))
+    return f"{x:g}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
+
+
+# The smallest eps: the cap 1 - eps lies 8 float32 steps (2**-24 each) below 1, beyond the
+# rounding error of a float32 cosine of two equal rows, so that copies clamp on every backend.
+EPS_MIN = 2.0**-21
+# The largest slope or weight of a logit (beta_w, the top-M weights): logits up to
+# 100 * log(1 / eps) <= 1.7e3, which float32 holds to about 1e-4 (absolute).
+SLOPE_MAX = 100.0
+# The largest beta_t (beta_init, beta_clip): twice the default clip. Measured in float32: every
+# backend within 2e-5 of NumPy float64 up to 32; at 50 JAX's gradient is 7e-4 off, at 100 3e-3.
+BETA_MAX = 32.0
+# The largest count (tail sizes, M): shape arithmetic stays within int32 on every backend.
+COUNT_MAX = 2**31 - 1
+
+# Every numeric field's range; the reasons are in the class docstring and docs/configuration.md.
+RANGES: dict[str, Range] = {
+    "temperature": Range(1e-2, 1e4),
+    "quantile": Range(0.0, 1.0),
+    "kappa_rho": Range(0.0, 100.0),
+    "kappa_aic": Range(0.0, 100.0),
+    "aic_margin": Range(-1e6, 1e6),
+    "tail_fraction": Range(0.0, 1.0, low_open=True),
+    "min_tail": Range(1, COUNT_MAX),
+    "eps": Range(EPS_MIN, 0.5),
+    "beta_w": Range(0.0, SLOPE_MAX, low_open=True),
+    "weibit_weight": Range(0.0, SLOPE_MAX),
+    "softmax_weight": Range(0.0, SLOPE_MAX),
+    "top_m": Range(1, COUNT_MAX),
+    "beta_init": Range(0.0, BETA_MAX, low_open=True),
+    "beta_tail_fraction": Range(0.0, 1.0, low_open=True),
+    "beta_min_tail": Range(1, COUNT_MAX),
+    "beta_momentum": Range(0.0, 1.0),
+    "beta_min_r2": Range(0.0, 1.0),
+    "beta_clip": Range(0.0, BETA_MAX, low_open=True),
+}
+
 _INT_FIELDS = ("min_tail", "top_m", "beta_min_tail")
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_type(name: str, value: object) -> None:
+def _checked_value(name: str, value: Any) -> Any:
+    """``value`` as the plain Python type of field ``name`` (NumPy scalars welcome), or a
+    ``TypeError`` naming the field and what it expects."""
     if name == "gate":
-        ok, expected = isinstance(value, str), "str"
-    elif name == "estimate_beta":
-        ok, expected = isinstance(value, bool), "bool"
-    elif name == "beta_clip":
-        ok = isinstance(value, tuple) and len(value) == 2 and all(map(_is_number, value))
-        expected = "pair of finite numbers"
-    elif name in _INT_FIELDS:
-        ok, expected = isinstance(value, int) and not isinstance(value, bool), "int"
-    else:
-        ok, expected = _is_number(value), "finite number"
-    if not ok:
-        raise TypeError(f"WEINCEConfig.{name} must be a {expected}; got {value!r}")
+        if isinstance(value, str):
+            return str(value)
+        _wrong_type(name, "str", value)
+    if name == "estimate_beta":
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        _wrong_type(name, "bool", value)
+    if name == "beta_clip":
+        if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+            _wrong_type(name, "pair (low, high) of finite numbers, e.g. (0.5, 16.0)", value)
+        pair = tuple(value)
+        if len(pair) != 2 or not all(_is_real(v) for v in pair):
+            _wrong_type(name, "pair (low, high) of finite numbers, e.g. (0.5, 16.0)", value)
+        return (float(pair[0]), float(pair[1]))
+    if name in _INT_FIELDS:
+        if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+            return int(value)
+        _wrong_type(name, "int", value)
+    if _is_real(value):
+        return float(value)
+    _wrong_type(name, "finite number", value)
+
+
+def _is_real(value: object) -> bool:
+    """A finite real number: Python's or NumPy's, not a bool."""
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, (bool, np.bool_))
+        and math.isfinite(value)
+    )
+
+
+def _wrong_type(name: str, expected: str, value: object) -> NoReturn:
+    article = "an" if expected[0] in "aeiou" else "a"
+    raise TypeError(f"WEINCEConfig.{name} must be {article} {expected}; got {value!r}")
 
 
 def _require(ok: bool, name: str, expected: str, value: object) -> None:

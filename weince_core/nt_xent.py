@@ -24,7 +24,7 @@ from .ops import (
     symmetrized_product,
 )
 from .rows import RowsResiduals, rows_backward, rows_forward, rows_value_and_grad
-from .validation import check_config, check_pair, compute_dtype
+from .validation import check_config, check_pair, check_residuals, compute_dtype
 
 Array = Any
 Namespace = Any
@@ -150,6 +150,7 @@ def nt_xent_backward(
     involve them as candidates come home through ``collectives.sum_scatter``.
     """
     config = check_config(config)
+    check_residuals(residuals, NTXentResiduals, "nt_xent_forward")
     u, scale, u_all = residuals.u, residuals.scale, residuals.u_all
     xp = array_namespace(u)
     n = u.shape[0] // 2
@@ -191,6 +192,7 @@ def nt_xent_value_and_grad(
     The gradient comes in ``dtype``, by default the inputs'. ``collectives`` as in
     ``nt_xent_forward``: the gradient is then the global loss's with respect to this rank's rows.
     """
+    check_pair(z_i, z_j, state)  # before z_i.dtype is read: a list gets a clear error
     grad_dtype = z_i.dtype if dtype is None else dtype
     loss, new_state, stats, grads = _nt_xent(z_i, z_j, state, config, collectives, grad_dtype)
     return loss, grads, new_state, stats

@@ -39,6 +39,7 @@ from .ops import (
     take_columns,
     top_k,
 )
+from .validation import check_residuals, check_rows
 
 Array = Any
 Namespace = Any
@@ -195,6 +196,7 @@ def rows_forward(
     boolean; where not, ``beta_t`` stays), when the caller knows it cheaply (from its inputs);
     by default it is counted in ``sim``.
     """
+    check_rows(sim, positive, excluded, beta_t, negatives)
     args = (sim, positive, excluded, beta_t, config, num_negatives, collectives, negatives, scale)
     return _rows_forward(*args, negatives_finite, keep_dense=False)[:4]
 
@@ -219,6 +221,7 @@ def rows_value_and_grad(
     logits and ``1 - clip_s(sim)`` made once for both: these ``(R, C)`` arrays live only during
     this call. Arguments as in ``rows_forward``; ``dL/dscale`` is this rank's part (its rows').
     """
+    check_rows(sim, positive, excluded, beta_t, negatives)
     args = (sim, positive, excluded, beta_t, config, num_negatives, collectives, negatives, scale)
     loss, beta_t, stats, residuals, dense = _rows_forward(*args, negatives_finite, keep_dense=True)
     total_rows = sim.shape[0] * world_size(collectives)
@@ -452,6 +455,8 @@ def rows_backward(
     computed on those columns only and added there (with several positives per row, the
     positives' parts are dense).
     """
+    check_rows(sim, positive, excluded, negatives=negatives)
+    check_residuals(residuals, RowsResiduals, "rows_forward")
     d_sim, d_scale = _rows_backward(
         sim, positive, excluded, residuals, config, total_rows, None, negatives
     )

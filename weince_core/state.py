@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from array_api_compat import array_namespace, device
+from array_api_compat import device
 
 from .config import WEINCEConfig
-from .validation import check_config, compute_dtype
+from .validation import check_config, compute_dtype, namespace_of
 
 Array = Any
 
@@ -18,6 +18,6 @@ def init_state(config: WEINCEConfig | None = None, *, like: Array) -> Array:
     Its dtype is the one ``like`` is computed in: float64 for float64, else float32.
     """
     config = check_config(config)
-    xp = array_namespace(like)
+    xp = namespace_of(like=like)
     dtype = compute_dtype(like.dtype, xp)
     return xp.full((), config.beta_init, dtype=dtype, device=device(like))

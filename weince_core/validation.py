@@ -50,6 +50,11 @@ def check_floating(name: str, x: Array, xp: Namespace) -> None:
         raise TypeError(f"{name} must have a real floating dtype; got {x.dtype}")
 
 
+def check_integral(name: str, x: Array, xp: Namespace) -> None:
+    if not xp.isdtype(x.dtype, "integral"):
+        raise TypeError(f"{name} must have an integer dtype (column indices); got {x.dtype}")
+
+
 def check_same_device(names: tuple[str, str], a: Array, b: Array) -> None:
     if device(a) != device(b):
         raise ValueError(
@@ -57,9 +62,21 @@ def check_same_device(names: tuple[str, str], a: Array, b: Array) -> None:
         )
 
 
+def check_has_values(**arrays: Array) -> None:
+    """A ``ValueError`` naming any of ``arrays`` that has a shape but no values (a PyTorch
+    tensor on the ``meta`` device): the loss needs numbers. Looks at the device only."""
+    for name, value in arrays.items():
+        if getattr(value, "is_meta", False):
+            raise ValueError(
+                f"{name} is a meta tensor: it has a shape {tuple(value.shape)} but no values, and "
+                "the loss needs numbers; make it on a real device (e.g. cpu or cuda)"
+            )
+
+
 def check_pair(z_i: Array, z_j: Array, state: Array) -> Namespace:
     """Validate the two views and the state of a two-view loss; return their namespace."""
     xp = namespace_of(z_i=z_i, z_j=z_j, state=state)
+    check_has_values(z_i=z_i, z_j=z_j, state=state)
     if z_i.ndim != 2:
         raise ValueError(f"z_i must be a 2-D array of shape (N, d); got shape {tuple(z_i.shape)}")
     if tuple(z_j.shape) != tuple(z_i.shape):
@@ -83,6 +100,74 @@ def check_pair(z_i: Array, z_j: Array, state: Array) -> Namespace:
     check_floating("state", state, xp)
     check_same_device(("state", "z_i"), state, z_i)
     return xp
+
+
+def check_rows(
+    sim: Array,
+    positive: Array,
+    excluded: Array | None,
+    beta_t: Array | None = None,
+    negatives: Array | None = None,
+) -> Namespace:
+    """Validate the arguments of the rows API (``rows_forward``, ``rows_value_and_grad``,
+    ``rows_backward``; ``beta_t`` None for the last); return their namespace.
+
+    ``positive`` is ``(R,)`` integer columns, or with ``negatives`` (per-row sets) both are
+    ``(R, C)`` boolean masks of ``sim``'s shape.
+    """
+    arrays = {"sim": sim, "positive": positive}
+    for name, value in (("excluded", excluded), ("beta_t", beta_t), ("negatives", negatives)):
+        if value is not None:
+            arrays[name] = value
+    xp = namespace_of(**arrays)
+    check_has_values(**arrays)
+    if sim.ndim != 2:
+        raise ValueError(f"sim must be a 2-D array of shape (R, C); got shape {tuple(sim.shape)}")
+    check_floating("sim", sim, xp)
+    rows = sim.shape[0]
+    if negatives is not None:
+        for name in ("positive", "negatives"):
+            mask = arrays[name]
+            if tuple(mask.shape) != tuple(sim.shape):
+                raise ValueError(
+                    f"{name} must be a boolean mask of sim's shape {tuple(sim.shape)} (per-row "
+                    f"sets); got shape {tuple(mask.shape)}"
+                )
+            if not xp.isdtype(mask.dtype, "bool"):
+                raise TypeError(f"{name} must be a boolean mask (per-row sets); got {mask.dtype}")
+    else:
+        if tuple(positive.shape) != (rows,):
+            raise ValueError(
+                f"positive must be a 1-D array of a column per row of sim, shape ({rows},); got "
+                f"shape {tuple(positive.shape)}"
+            )
+        check_integral("positive", positive, xp)
+    if excluded is not None:
+        if excluded.ndim != 2 or excluded.shape[0] != rows:
+            raise ValueError(
+                f"excluded must be None or a 2-D array (R, E) with sim's R = {rows} rows; got "
+                f"shape {tuple(excluded.shape)}"
+            )
+        check_integral("excluded", excluded, xp)
+    if beta_t is not None:
+        if beta_t.ndim != 0:
+            raise ValueError(
+                f"beta_t must be a 0-d array (from init_state); got shape {tuple(beta_t.shape)}"
+            )
+        check_floating("beta_t", beta_t, xp)
+    for name, value in arrays.items():
+        if name != "sim":
+            check_same_device((name, "sim"), value, sim)
+    return xp
+
+
+def check_residuals(residuals: Any, kind: type, made_by: str) -> None:
+    """A ``TypeError`` unless ``residuals`` is a ``kind`` (what ``made_by`` returns)."""
+    if not isinstance(residuals, kind):
+        raise TypeError(
+            f"residuals must be the {kind.__name__} that {made_by} returns; "
+            f"got {type(residuals).__name__}"
+        )
 
 
 def compute_dtype(dtype: Any, xp: Namespace) -> Any:

@@ -27,7 +27,7 @@ from array_api_compat import array_namespace
 import weince_core as wc
 from weince_core import WEINCEConfig
 from weince_core.ops import cast_gradient
-from weince_core.validation import check_config
+from weince_core.validation import check_config, check_has_values
 
 from . import distributed
 
@@ -255,3 +255,4 @@ def _check_tensors(**tensors: Any) -> None:
     for name, value in tensors.items():
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor; got {type(value).__name__}")
+    check_has_values(**tensors)

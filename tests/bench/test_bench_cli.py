@@ -143,3 +143,18 @@ def test_compile_takes_an_optional_torch_compile_mode() -> None:
     assert parser.parse_args(["--compile", "reduce-overhead"]).compile == "reduce-overhead"
     with pytest.raises(SystemExit):
         parser.parse_args(["--compile", "fastest"])
+
+
+@pytest.mark.skipif(not bench.installed("torch"), reason="--threads is PyTorch's")
+def test_threads_and_matmul_precision_are_put_back_after_a_run(tmp_path: Path) -> None:
+    import torch
+
+    threads, precision = torch.get_num_threads(), torch.get_float32_matmul_precision()
+    wanted = 1 if threads != 1 else 2
+    argv = ["--backends", "torch", "--devices", "cpu", "--sizes", "8", "--presets", "infonce"]
+    argv += ["--repeats", "1", "--warmup", "1", "--threads", str(wanted)]
+    assert run_bench(*argv, "--json", str(tmp_path / "bench.json")) == 0
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert f"{wanted} threads" in rows[0]["device_name"]  # the run used the setting ...
+    assert torch.get_num_threads() == threads  # ... and put the process's back
+    assert torch.get_float32_matmul_precision() == precision

@@ -90,3 +90,64 @@ def test_a_config_that_is_not_a_weince_config_is_refused(config, message):
         wc.nt_xent(*good(), STATE, config)
     with pytest.raises(TypeError, match=message):
         wc.init_state(config, like=STATE)
+
+
+def test_a_list_to_value_and_grad_names_the_argument_and_asks_for_an_array():
+    with pytest.raises(TypeError, match=r"^z_i must be an array .*; got list$"):
+        wc.nt_xent_value_and_grad([[1.0] * 3] * 4, np.ones((4, 3)), STATE)
+    with pytest.raises(TypeError, match=r"^state must be an array .*; got float$"):
+        wc.nt_xent_value_and_grad(*good(), 4.0)
+    with pytest.raises(TypeError, match=r"^like must be an array .*; got list$"):
+        wc.init_state(like=[1.0])
+
+
+def test_residuals_that_are_not_the_forwards_are_refused():
+    with pytest.raises(TypeError, match="residuals must be the NTXentResiduals that nt_xent_fo"):
+        wc.nt_xent_backward((np.ones((8, 3)),))
+    with pytest.raises(TypeError, match="residuals must be the RowsResiduals that rows_forward"):
+        wc.rows_backward(np.eye(4), np.array([1, 0, 3, 2]), None, (1, 2), wc.WEINCEConfig())
+
+
+SIM, POSITIVE = np.full((4, 4), 0.5), np.array([1, 0, 3, 2])
+
+
+@pytest.mark.parametrize(
+    "sim, positive, excluded, beta_t, error, message",
+    [
+        (SIM.tolist(), POSITIVE, None, STATE, TypeError, "^sim must be an array"),
+        (SIM, POSITIVE.tolist(), None, STATE, TypeError, "^positive must be an array"),
+        (SIM, POSITIVE, None, 4.0, TypeError, "^beta_t must be an array"),
+        (SIM[0], POSITIVE, None, STATE, ValueError, "^sim must be a 2-D array"),
+        (SIM.astype(int), POSITIVE, None, STATE, TypeError, "^sim must have a real floating"),
+        (SIM, POSITIVE[:3], None, STATE, ValueError, r"^positive must be a 1-D array .* \(4,\)"),
+        (SIM, POSITIVE * 1.0, None, STATE, TypeError, "^positive must have an integer dtype"),
+        (SIM, POSITIVE, POSITIVE, STATE, ValueError, "^excluded must be None or a 2-D array"),
+        (SIM, POSITIVE, SIM, STATE, TypeError, "^excluded must have an integer dtype"),
+        (SIM, POSITIVE, None, np.ones(1), ValueError, "^beta_t must be a 0-d array"),
+    ],
+)
+def test_bad_rows_arguments_are_named(sim, positive, excluded, beta_t, error, message):
+    config = wc.WEINCEConfig()
+    for entry in (wc.rows_forward, wc.rows_value_and_grad):
+        with pytest.raises(error, match=message):
+            entry(sim, positive, excluded, beta_t, config, num_negatives=2)
+
+
+def test_meta_tensors_are_refused_naming_the_argument():
+    torch = pytest.importorskip("torch")
+    meta = torch.ones((4, 3), device="meta")
+    real = torch.ones((4, 3))
+    expected = r"is a meta tensor: it has a shape \(4, 3\) but no values"
+    with pytest.raises(ValueError, match=f"^z_i {expected}"):
+        wc.nt_xent_value_and_grad(meta, meta, torch.tensor(4.0, device="meta"))
+    with pytest.raises(ValueError, match=f"^sim {expected.replace('3', '4')}"):
+        sim = torch.ones((4, 4), device="meta")
+        wc.rows_forward(
+            sim, torch.tensor([1, 0, 3, 2], device="meta"), None,
+            torch.tensor(4.0, device="meta"), wc.WEINCEConfig(), num_negatives=2,
+        )  # fmt: skip
+    weince_torch = pytest.importorskip("weince_torch")
+    with pytest.raises(ValueError, match=f"^z_j {expected}"):
+        weince_torch.weince_loss(real, meta, weince_torch.init_state())
+    with pytest.raises(ValueError, match=f"^z_i {expected}"):
+        weince_torch.WEINCELoss().to("meta")(meta, meta)
