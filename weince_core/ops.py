@@ -26,6 +26,29 @@ from array_api_compat import (
 Array = Any
 Namespace = Any
 
+# Native kernels that an adapter registers (``register_kernel``); each returns ``None`` where it
+# does not apply to its arguments, and the generic path runs.
+_KERNELS: dict[str, Callable[..., Any]] = {}
+
+
+def register_kernel(name: str, kernel: Callable[..., Any]) -> None:
+    """Route the operation ``name`` through ``kernel`` where it applies.
+
+    Args:
+        name: ``"top_k"`` (``kernel(x, k, excluded, cap)`` as ``top_k``) or ``"row_pass"``
+            (``kernel(sim, lam, excluded, config, total_rows)``: the dense gradient and logsumexp
+            of the rows' blended logits, see ``rows.rows_value_and_grad``).
+        kernel: returns the operation's result, or ``None`` where it does not apply (decided
+            from shapes, dtypes and devices only: no array values).
+    """
+    _KERNELS[name] = kernel
+
+
+def kernel_result(name: str, *args: Any) -> Any:
+    """The registered kernel ``name``'s result on ``args``, or ``None`` (none applies)."""
+    kernel = _KERNELS.get(name)
+    return None if kernel is None else kernel(*args)
+
 
 def detached(x: Array, xp: Namespace) -> Array:
     """``x``'s values outside any autograd graph (a PyTorch tensor is detached).
@@ -102,6 +125,9 @@ def top_k(
     exact arithmetic). ``-0.0`` and ``0.0`` are equal keys. The values are ``x``'s own (not
     clipped) at the chosen columns.
     """
+    native = kernel_result("top_k", x, k, excluded, cap)
+    if native is not None:
+        return native
     if is_torch_namespace(xp):
         columns = _top_k_columns_torch(x, k, excluded, cap)
     else:

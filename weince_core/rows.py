@@ -27,6 +27,7 @@ from .ops import (
     detached,
     exp_,
     fill_at_most_,
+    kernel_result,
     largest,
     log_,
     logsumexp,
@@ -51,6 +52,14 @@ class RowsResiduals(NamedTuple):
     top_index: Array | None  # (R, M') columns of the hard negatives; None without top-M terms
     lse_weibit: Array | None  # (R,) logsumexp of the Weibit top-M logits
     lse_softmax: Array | None  # (R,) logsumexp of the softmax top-M logits
+
+
+class _Dense(NamedTuple):
+    """The ``(R, C)`` arrays the forward hands the backward (overwritten there)."""
+
+    matrix: Array  # the softmax P of the blended logits, or with ``scaled`` P * dG/dsim / R
+    distance: Array | None  # 1 - clip_s(sim) (None with the gate off or ``scaled``)
+    scaled: bool
 
 
 def shortfall_logit(sim: Array, config: WEINCEConfig, xp: Namespace) -> Array:
@@ -199,9 +208,10 @@ def _rows_forward(
     negatives_finite: Array | None,
     *,
     keep_dense: bool,
-) -> tuple[Array, Array, dict[str, Array], RowsResiduals, tuple[Array, Array | None] | None]:
+) -> tuple[Array, Array, dict[str, Array], RowsResiduals, _Dense | None]:
     """``rows_forward``, and with ``keep_dense`` the rows' softmax of the blended logits and
-    ``1 - clip_s(sim)`` (``None`` with the gate off) for ``_rows_backward``."""
+    ``1 - clip_s(sim)`` (``None`` with the gate off), or the dense gradient itself, for
+    ``_rows_backward``."""
     xp = array_namespace(sim, positive, beta_t)
     sim, beta_t = detached(sim, xp), detached(beta_t, xp)
     rows = sim.shape[0]
@@ -248,13 +258,23 @@ def _rows_forward(
         stats.update(beta_t=beta_t, beta_hat=nan, beta_r2=nan, beta_updated=no_update)
     beta_used = stats["beta_t"]
 
-    logits, distance = _blend(sim, lam, config, xp, keep_distance=keep_dense)
-    logits = _without(logits, excluded, xp)
-    positive_logit = _row_values(logits, positive, xp)
-    if keep_dense:
-        probabilities, lse = softmax_(logits, xp)
+    # A native kernel (ops.register_kernel) may make the dense gradient in one pass over sim.
+    fused = (
+        kernel_result("row_pass", sim, lam, excluded, config, total_rows) if keep_dense else None
+    )
+    if fused is None:
+        logits, distance = _blend(sim, lam, config, xp, keep_distance=keep_dense)
+        logits = _without(logits, excluded, xp)
+        positive_logit = _row_values(logits, positive, xp)
+        if keep_dense:
+            probabilities, lse = softmax_(logits, xp)
+            dense = _Dense(probabilities, distance, scaled=False)
+        else:
+            lse = logsumexp(logits, xp, overwrite=True)
     else:
-        lse = logsumexp(logits, xp, overwrite=True)
+        gradient, lse = fused
+        positive_logit = _blend(_row_values(sim, positive, xp)[:, None], lam, config, xp)[0][:, 0]
+        dense = _Dense(gradient, None, scaled=True)
     loss_blend = _mean_over_rows(lse - positive_logit, total_rows, collectives, xp)
     loss = loss_blend
     zero = _scalar(0.0, sim, xp)
@@ -287,7 +307,7 @@ def _rows_forward(
         lse_weibit=lse_weibit,
         lse_softmax=lse_softmax,
     )
-    return loss, beta_used, stats, residuals, (probabilities, distance) if keep_dense else None
+    return loss, beta_used, stats, residuals, dense if keep_dense else None
 
 
 def _negatives_finite(
@@ -327,9 +347,9 @@ def _rows_backward(
     residuals: RowsResiduals,
     config: WEINCEConfig,
     total_rows: int | None,
-    dense: tuple[Array, Array | None] | None,
+    dense: _Dense | None,
 ) -> Array:
-    """``rows_backward``, on ``_rows_forward``'s ``dense`` pair when given (overwritten)."""
+    """``rows_backward``, on ``_rows_forward``'s ``dense`` arrays when given (overwritten)."""
     xp = array_namespace(sim, positive)
     sim = detached(sim, xp)
     rows = sim.shape[0] if total_rows is None else total_rows
@@ -339,20 +359,23 @@ def _rows_backward(
         logits = _without(logits, excluded, xp)
         logits -= residuals.lse[:, None]
         d_sim = exp_(logits, xp)  # the probabilities, times dG/dsim in place below
-    else:
-        d_sim, distance = dense
+        dense = _Dense(d_sim, distance, scaled=False)
+    d_sim = dense.matrix
     softmax_slope = (1.0 - lam) / (config.temperature * rows)
-    if distance is None:
-        d_sim *= softmax_slope[:, None]
-        positive_slope = softmax_slope
-    else:
+    positive_slope = softmax_slope
+    if config.gate != "off":
         weight = lam * (config.beta_w / rows)
-        slope = _slope_from_distance(distance, config, xp)
+        positive_sim = _row_values(sim, positive, xp)
+        positive_slope = softmax_slope + weight * shortfall_slope(positive_sim, config, xp)
+    if dense.scaled:
+        pass
+    elif dense.distance is None:
+        d_sim *= softmax_slope[:, None]
+    else:
+        slope = _slope_from_distance(dense.distance, config, xp)
         slope *= weight[:, None]
         slope += softmax_slope[:, None]
         d_sim *= slope
-        positive_sim = _row_values(sim, positive, xp)
-        positive_slope = softmax_slope + weight * shortfall_slope(positive_sim, config, xp)
 
     if residuals.top_index is None:
         return add_at_columns(d_sim, positive[:, None], -positive_slope[:, None], xp)

@@ -20,7 +20,10 @@ it local (see ``weince_torch.distributed``).
 
 from weince_core import WEINCEConfig
 
+from . import _triton
 from .functional import STAT_KEYS, init_state, weince_loss
 from .module import WEINCELoss
+
+_triton.enable_from_environment()  # the GPU kernels, where Triton and a CUDA device are present
 
 __all__ = ["STAT_KEYS", "WEINCEConfig", "WEINCELoss", "init_state", "weince_loss"]
