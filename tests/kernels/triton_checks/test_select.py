@@ -47,7 +47,7 @@ def run(kernels, x: np.ndarray, excluded: np.ndarray | None, k: int):
     return values.cpu().numpy(), columns.cpu().numpy()
 
 
-@pytest.mark.parametrize(("columns", "k"), [(40, 1), (40, 17), (40, 38), (300, 30), (16, 14)])
+@pytest.mark.parametrize(("columns", "k"), [(40, 1), (40, 38), (300, 30), (16, 14)])
 def test_selection_follows_the_tie_rule_on_degenerate_rows(kernels, columns, k):
     x = degenerate_rows(columns, seed=columns + k)
     excluded = excluded_columns(x.shape[0], columns)
