@@ -3,6 +3,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# PyTorch's CPU wheels where that index can be reached (no CUDA download); elsewhere the pin of
+# constraints.txt (torch==2.13.0) is met by a local +cpu wheel or by PyPI's build.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_INDEX_ARG = $(shell $(PYTHON) -c "import urllib.request as r; r.urlopen('$(TORCH_INDEX)/torch/', timeout=5); print('--extra-index-url $(TORCH_INDEX)')" 2>/dev/null)
 
 .PHONY: setup demo test lint gpu-test clean
 
@@ -11,7 +15,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[torch,jax,demo,docs,test]"
+	$(BIN)/python -m pip install --quiet $(TORCH_INDEX_ARG) -c constraints.txt -e ".[torch,jax,demo,docs,test]"
 	touch $@
 
 # The main job: train encoders with InfoNCE and WEINCE, compare frozen features (weince-out/demo).

@@ -176,31 +176,26 @@ def _top_k_columns_by_partition(keys: Array, k: int, xp: Namespace) -> Array:
     all_columns = native.broadcast_to(native.arange(width), (rows, width))
     columns[native.arange(rows)[:, None], slot] = all_columns
     columns = columns[:, :k]
-    order = native.argsort(-native.take_along_axis(keys, columns, axis=-1), axis=-1, kind="stable")
+    order = xp.argsort(-native.take_along_axis(keys, columns, axis=-1), axis=-1, stable=True)
     return native.take_along_axis(columns, order, axis=-1)
 
 
 def _top_k_columns_torch(x: Array, k: int, excluded: Array | None, cap: float) -> Array:
-    """PyTorch: ``top_k``'s columns by integer keys in the order of ``min(x, cap)``.
+    """PyTorch: ``top_k``'s columns.
 
-    ``torch.topk`` orders equal keys as it likes. On a GPU the column goes into the low bits of
-    a 64-bit key (float32), so that no two keys are equal. On a CPU that costs twice a topk of
-    the 32-bit keys, so the keys are selected as they are, and only where a row's ``k + 1``
-    largest hold equal keys (duplicated rows, clamped similarities) is that row's selection
-    made again by the exact rule.
+    ``torch.topk`` orders equal values as it likes. On a CPU the keys are selected as they are
+    (a float topk: ``-0.0 == 0.0`` there), and only where a row's ``k + 1`` largest hold equal
+    keys (duplicated rows, clamped similarities) is that row's selection made again by the
+    exact rule. On a GPU every row takes the exact rule (no branch on a value there).
     """
     torch = sys.modules["torch"]
-    keys = _ordered_key(x)
-    cap_key = _ordered_key(torch.full((1,), cap, dtype=x.dtype, device=x.device))
-    keys = torch.minimum(keys, cap_key, out=keys)
-    keys -= keys >> (keys.dtype.itemsize * 8 - 1)  # negative keys up by one: -0.0 meets 0.0
+    keys = torch.clamp(x, max=cap)
     if excluded is not None:
-        keys.scatter_(1, excluded, torch.iinfo(keys.dtype).min)
+        keys.scatter_(1, excluded, -math.inf)
     exact = partial(_exact_top_k_columns_torch, k=k)
     if x.device.type != "cpu":
         return exact(keys)
-    fast = min(k + 1, keys.shape[1])
-    values, columns = torch.topk(keys, fast, dim=-1, sorted=True)
+    values, columns = torch.topk(keys, min(k + 1, keys.shape[1]), dim=-1, sorted=True)
     tied = torch.any(values[:, 1:] == values[:, :-1], dim=-1)
     columns = columns[:, :k]
     if torch.compiler.is_compiling():  # torch.cond: branches give dense tensors
@@ -216,11 +211,17 @@ def _top_k_columns_torch(x: Array, k: int, excluded: Array | None, cap: float) -
 
 
 def _exact_top_k_columns_torch(keys: Array, k: int) -> Array:
-    """PyTorch: the columns of the ``k`` largest integer ``keys`` of each row, equal keys in
-    column order."""
+    """PyTorch: the columns of the ``k`` largest float ``keys`` of each row, equal keys
+    (``-0.0`` and ``0.0`` too) in column order, through integer keys in the floats' order.
+
+    float32: one 64-bit key, the float's key then the column reversed, so no two are equal and
+    one topk settles the order; float64 keys fill 64 bits, so those rows are sorted stably.
+    """
     torch = sys.modules["torch"]
     width = keys.shape[1]
-    if keys.dtype == torch.int32:  # one 64-bit key: the 32-bit key, then the column reversed
+    keys = _ordered_key(keys)
+    keys -= keys >> (keys.dtype.itemsize * 8 - 1)  # negative keys up by one: -0.0 meets 0.0
+    if keys.dtype == torch.int32:
         composite = keys.to(torch.int64) << 32
         composite |= width - 1 - torch.arange(width, device=keys.device)
         return torch.topk(composite, k, dim=-1, sorted=True).indices
