@@ -20,16 +20,18 @@ import triton.language as tl
 
 # A row must fit in one program's registers (a power of two of columns, at most this many).
 MAX_COLUMNS = 1 << 15
-_LOWEST = tl.constexpr(-(2**31))  # the key of excluded and padding columns: below every float's key
+_INF_KEY = tl.constexpr(0x7F800000)  # the key of +inf: positive NaN keys lie above it
+_LOWEST = tl.constexpr(-(2**31))  # excluded and padding columns: below every float's key
 
 
 @triton.jit
 def _ordered_key(x, cap_key):
     """float32 -> int32 in the order of the floats, at most ``cap_key``, ``-0.0`` as ``0.0``.
-    Positive NaN sorts above ``+inf`` (so it meets the cap), negative NaN below ``-inf``."""
+    NaN is left as a float clamp leaves it: positive NaN above every key (above the cap, as
+    the core's paths place it), negative NaN below ``-inf``."""
     bits = x.to(tl.int32, bitcast=True)
     key = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # negative floats: reverse the magnitude bits
-    key = tl.minimum(key, cap_key)
+    key = tl.where(key > _INF_KEY, key, tl.minimum(key, cap_key))
     return key - (key >> 31)  # negative keys up by one: -0.0 (key -1) meets 0.0 (key 0)
 
 
