@@ -68,3 +68,30 @@ def test_hooks_decline_what_the_kernels_do_not_handle(kernel_hooks):
     x = torch.rand((4, 10), dtype=torch.float64, device=kernel_hooks.device)
     assert ops.kernel_result("top_k", x, 3, None, 0.999) is None  # float64: the framework path
     assert ops.kernel_result("top_k", np.zeros((4, 10)), 3, None, 0.999) is None  # not torch
+
+
+def test_the_kernels_trace_under_torch_compile_fullgraph(kernel_hooks, monkeypatch):
+    """Dynamo traces the custom ops (their fake versions give the shapes) with no graph break;
+    the compiled step equals the eager one.
+
+    The core's check of PyTorch's matmul precision settings (``ops._torch_reduced``, which
+    Dynamo cannot trace at this commit) is fixed to full precision: this test is about the
+    kernels; the compiled float32 criterion has its own test in tests/torch_adapter.
+    """
+    import torch
+
+    import weince_torch
+
+    monkeypatch.setattr(ops, "_torch_reduced", lambda like: False)
+
+    config = WEINCEConfig.preset("paper")
+    device = kernel_hooks.device
+    z = torch.tensor(np.random.default_rng(3).normal(size=(2, 12, 5)), dtype=torch.float32)
+    z = z.to(device)
+    state = weince_torch.init_state(config, device=device)
+
+    def step(z_i, z_j):
+        return weince_torch.weince_loss(z_i, z_j, state, config)[0]
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    assert_close_normwise(compiled(z[0], z[1]).cpu(), step(z[0], z[1]).cpu(), 1e-6, "loss")
