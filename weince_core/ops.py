@@ -26,13 +26,14 @@ from array_api_compat import (
 Array = Any
 Namespace = Any
 
-# Native kernels that an adapter registers (``register_kernel``); each returns ``None`` where it
-# does not apply to its arguments, and the generic path runs.
-_KERNELS: dict[str, Callable[..., Any]] = {}
+# Native kernels that adapters register (``register_kernel``), by operation; each returns
+# ``None`` where it does not apply to its arguments (another framework's arrays, say), and the
+# next one, or the generic path, runs.
+_KERNELS: dict[str, list[Callable[..., Any]]] = {}
 
 
 def register_kernel(name: str, kernel: Callable[..., Any]) -> None:
-    """Route the operation ``name`` through ``kernel`` where it applies.
+    """Route the operation ``name`` through ``kernel`` where it applies (once per kernel).
 
     Args:
         name: ``"top_k"`` (``kernel(x, k, excluded, cap)`` as ``top_k``) or ``"row_pass"``
@@ -41,13 +42,19 @@ def register_kernel(name: str, kernel: Callable[..., Any]) -> None:
         kernel: returns the operation's result, or ``None`` where it does not apply (decided
             from shapes, dtypes and devices only: no array values).
     """
-    _KERNELS[name] = kernel
+    kernels = _KERNELS.setdefault(name, [])
+    if kernel not in kernels:
+        kernels.append(kernel)
 
 
 def kernel_result(name: str, *args: Any) -> Any:
-    """The registered kernel ``name``'s result on ``args``, or ``None`` (none applies)."""
-    kernel = _KERNELS.get(name)
-    return None if kernel is None else kernel(*args)
+    """The result on ``args`` of the first kernel registered for ``name`` that applies, or
+    ``None`` (none applies)."""
+    for kernel in _KERNELS.get(name, ()):
+        result = kernel(*args)
+        if result is not None:
+            return result
+    return None
 
 
 def detached(x: Array, xp: Namespace) -> Array:

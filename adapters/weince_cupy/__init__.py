@@ -14,6 +14,7 @@ host, so the call queues GPU work and returns without synchronising.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import cupy
@@ -23,6 +24,11 @@ from weince_core import WEINCEConfig
 from weince_core.validation import check_config
 
 __all__ = ["WEINCEConfig", "init_state", "value_and_grad", "weince_loss"]
+
+if os.environ.get("WEINCE_KERNELS", "1").strip().lower() not in ("0", "off", "false", "no"):
+    from . import _kernels
+
+    _kernels.register()  # the CUDA selection kernel (kernels/select.cu) for the tails
 
 
 def init_state(

@@ -31,7 +31,8 @@ def kernel_hooks(kernels):
     """The core's kernel hooks registered for the fixture's device, restored afterwards."""
     from weince_core import ops
 
-    saved = dict(ops._KERNELS)
+    saved = {name: list(hooks) for name, hooks in ops._KERNELS.items()}
+    ops._KERNELS.clear()  # only this test's hooks (a GPU session may have registered its own)
     kernels.library.register((kernels.device,))
     yield kernels
     ops._KERNELS.clear()

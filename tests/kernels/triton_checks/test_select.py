@@ -5,37 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-CAP = float(np.float32(1.0 - 1e-3))
-
-
-def stable_top_k(x: np.ndarray, k: int, excluded: np.ndarray | None) -> np.ndarray:
-    keys = np.minimum(x.astype(np.float64), CAP) + 0.0  # + 0.0: -0.0 becomes 0.0
-    if excluded is not None:
-        np.put_along_axis(keys, excluded, -np.inf, axis=1)
-    return np.argsort(-keys, axis=1, kind="stable")[:, :k]
-
-
-def degenerate_rows(columns: int, seed: int) -> np.ndarray:
-    """One row per degenerate batch of SPEC.md section 8 (and plain rows), float32."""
-    rng = np.random.default_rng(seed)
-    rows = [
-        rng.normal(size=columns) / 3,  # distinct values
-        rng.integers(-3, 4, size=columns) / 4,  # many equal values: ties straddle every cut
-        np.where(rng.random(columns) < 0.5, 1.0, rng.random(columns)),  # half above the cap
-        np.full(columns, 0.25),  # all equal
-        np.where(rng.random(columns) < 0.5, -0.0, 0.0),  # -0.0 and 0.0: equal keys
-        np.where(np.arange(columns) % 3 == 0, CAP, 1.0),  # at and above the cap: all tie
-        np.where(rng.random(columns) < 0.3, -1.0, rng.integers(0, 2, size=columns) / 2),
-        -np.abs(rng.normal(size=columns)),  # all negative
-    ]
-    return np.stack(rows).astype(np.float32)
-
-
-def excluded_columns(rows: int, columns: int) -> np.ndarray:
-    """Each row's anchor and positive (two-view layout, wrapped to the width)."""
-    anchor = np.arange(rows) % columns
-    return np.stack([anchor, (anchor + columns // 2) % columns], axis=1)
+from kernel_cases import CAP, degenerate_rows, excluded_columns, stable_top_k
 
 
 def run(kernels, x: np.ndarray, excluded: np.ndarray | None, k: int):
