@@ -5,7 +5,7 @@ give the shapes). The hooks return ``None`` wherever a kernel does not apply (an
 an unsupported dtype or shape), and the core then takes its own path.
 """
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -19,7 +19,7 @@ Tensor = torch.Tensor
 @torch.library.custom_op("weince::select_top_k", mutates_args=())
 def select_top_k(
     sim: Tensor,
-    excluded: Tensor | None,
+    excluded: Optional[Tensor],  # noqa: UP045 (the form every torch version parses)
     k: int,
     cap: float,
 ) -> tuple[Tensor, Tensor]:
@@ -38,7 +38,7 @@ def _(sim: Tensor, excluded: Tensor | None, k: int, cap: float) -> tuple[Tensor,
 def row_pass(
     sim: Tensor,
     lam: Tensor,
-    excluded: Tensor | None,
+    excluded: Optional[Tensor],  # noqa: UP045 (the form every torch version parses)
     temperature: float,
     beta_w: float,
     eps: float,
@@ -54,7 +54,7 @@ def row_pass(
 def _(
     sim: Tensor,
     lam: Tensor,
-    excluded: Tensor | None,
+    excluded: Optional[Tensor],  # noqa: UP045 (the form every torch version parses)
     temperature: float,
     beta_w: float,
     eps: float,
