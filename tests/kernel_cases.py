@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 CAP = float(np.float32(1.0 - 1e-3))
+EPS = 1e-3  # of the row-pass tests: the cap 1 - EPS rounded to the dtype
 
 
 def stable_top_k(
@@ -38,3 +39,20 @@ def excluded_columns(rows: int, columns: int) -> np.ndarray:
     """Each row's anchor and positive (two-view layout, wrapped to the width)."""
     anchor = np.arange(rows) % columns
     return np.stack([anchor, (anchor + columns // 2) % columns], axis=1)
+
+
+def row_pass_expected(x: np.ndarray, lam: np.ndarray, excluded, tau, beta_w, total_rows, blend):
+    """``(P * dG/dS / R, logsumexp G)`` in NumPy float64, the cap rounded to ``x``'s dtype."""
+    cap = float(x.dtype.type(1.0) - x.dtype.type(EPS))
+    s, lam = x.astype(np.float64), lam.astype(np.float64)[:, None]
+    distance = 1.0 - np.minimum(s, cap)
+    logits = (1.0 - lam) * s / tau
+    slope = np.broadcast_to((1.0 - lam) / tau, s.shape)
+    if blend:
+        logits = logits - lam * beta_w * np.log(distance)
+        slope = slope + lam * beta_w * np.where(distance > 1.0 - cap, 1.0 / distance, 0.0)
+    if excluded is not None:
+        np.put_along_axis(logits, excluded, -np.inf, axis=1)
+    peak = np.max(logits, axis=1, keepdims=True)
+    lse = np.log(np.sum(np.exp(logits - peak), axis=1)) + peak[:, 0]
+    return np.exp(logits - lse[:, None]) * slope / total_rows, lse

@@ -4,9 +4,13 @@
 // missing barrier shows as a data race.
 #pragma once
 #include <barrier>
+#include <cmath>
 #include <cstring>
 #include <thread>
 #include <vector>
+
+using std::exp;  // CUDA's float and double overloads
+using std::log;
 
 #define __global__
 #define __device__

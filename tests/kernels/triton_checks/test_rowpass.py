@@ -4,25 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-EPS = 1e-3
-
-
-def expected(x: np.ndarray, lam: np.ndarray, excluded, tau, beta_w, total_rows, blend):
-    """``(P * dG/dS / R, logsumexp G)`` in NumPy float64, the cap rounded to ``x``'s dtype."""
-    cap = float(x.dtype.type(1.0) - x.dtype.type(EPS))
-    s, lam = x.astype(np.float64), lam.astype(np.float64)[:, None]
-    distance = 1.0 - np.minimum(s, cap)
-    logits = (1.0 - lam) * s / tau
-    slope = np.broadcast_to((1.0 - lam) / tau, s.shape)
-    if blend:
-        logits = logits - lam * beta_w * np.log(distance)
-        slope = slope + lam * beta_w * np.where(distance > 1.0 - cap, 1.0 / distance, 0.0)
-    if excluded is not None:
-        np.put_along_axis(logits, excluded, -np.inf, axis=1)
-    peak = np.max(logits, axis=1, keepdims=True)
-    lse = np.log(np.sum(np.exp(logits - peak), axis=1)) + peak[:, 0]
-    return np.exp(logits - lse[:, None]) * slope / total_rows, lse
+from kernel_cases import EPS, row_pass_expected
 
 
 @pytest.mark.parametrize(
@@ -46,7 +28,7 @@ def test_row_pass_equals_the_formulas_in_float64(kernels, dtype, columns, blend,
     grad, lse = kernels.rowpass.row_pass(
         as_tensor(x), as_tensor(lam), as_tensor(excluded), 0.2, 0.5, EPS, 2 * rows, blend
     )
-    want_grad, want_lse = expected(x, lam, excluded, 0.2, 0.5, 2 * rows, blend)
+    want_grad, want_lse = row_pass_expected(x, lam, excluded, 0.2, 0.5, 2 * rows, blend)
     np.testing.assert_allclose(lse.cpu().numpy(), want_lse, rtol=rtol)
     np.testing.assert_allclose(grad.cpu().numpy(), want_grad, rtol=rtol, atol=1e-30)
     assert not np.any(np.take_along_axis(grad.cpu().numpy(), excluded, 1))
@@ -71,7 +53,7 @@ def test_row_pass_nan_rows_stay_local_and_finish(kernels):
     lse = lse.cpu().numpy()
     assert np.isnan(lse[1]) and np.all(np.isfinite(lse[[0, 2]]))
     np.testing.assert_allclose(
-        lse[[0, 2]], expected(x, lam, None, 0.2, 0.5, 3, True)[1][[0, 2]], rtol=2e-6
+        lse[[0, 2]], row_pass_expected(x, lam, None, 0.2, 0.5, 3, True)[1][[0, 2]], rtol=2e-6
     )
 
 
