@@ -77,6 +77,7 @@ def check(size: int, dim: int, copies: bool, repeats: int, device: str) -> dict[
     grad64, _ = rowpass.row_pass_reference(sim.double(), lam.double(), excluded, *args)
     result = {
         **_cupy_select(sim, not_negative, k, cap, expected, repeats),
+        **_cupy_row_pass(sim, lam, excluded, config, grad32, repeats),
         "size": size,
         "copies": copies,
         "k": k,
@@ -136,6 +137,26 @@ def _cupy_select(sim, not_negative, k, cap, expected, repeats) -> dict[str, obje
     }
 
 
+def _cupy_row_pass(sim, lam, excluded, config, expected, repeats) -> dict[str, object]:
+    """weince_cupy's CUDA C row pass on the same matrix, against the float32 formulas."""
+    try:
+        import cupy
+    except ImportError:
+        return {}
+    from weince_cupy import _kernels
+
+    x, gate, columns = (cupy.from_dlpack(t) for t in (sim, lam, excluded))
+    grad, _ = _kernels.row_pass(x, gate, columns, config, sim.shape[0])
+    want = cupy.from_dlpack(expected)
+    step = lambda: _kernels.row_pass(x, gate, columns, config, sim.shape[0])  # noqa: E731
+    return {
+        "cupy_row_pass_grad_rel_error": float(cupy.abs(grad - want).max() / cupy.abs(want).max()),
+        "cupy_row_pass_kernel_ms": median_ms(
+            lambda: (step(), cupy.cuda.get_current_stream().synchronize()), repeats
+        ),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 8192])
@@ -164,7 +185,8 @@ def main() -> int:
             print(
                 f"{'':31}CuPy select.cu: equal {r['cupy_select_columns_equal']} "
                 f"{r['cupy_select_kernel_ms']:.3f} ms "
-                f"(core CuPy path {r['cupy_select_core_ms']:.3f} ms)"
+                f"(core CuPy path {r['cupy_select_core_ms']:.3f} ms)  rowpass.cu: rel. error "
+                f"{r['cupy_row_pass_grad_rel_error']:.1e} {r['cupy_row_pass_kernel_ms']:.3f} ms"
             )
     if options.json:
         with open(options.json, "w") as f:
@@ -172,6 +194,7 @@ def main() -> int:
     exact = all(r["select_columns_equal"] and r["select_values_equal"] for r in results)
     exact = exact and all(r.get("cupy_select_columns_equal", True) for r in results)
     close = all(r["row_pass_grad_rel_error"] < 1e-5 for r in results)
+    close = close and all(r.get("cupy_row_pass_grad_rel_error", 0) < 1e-5 for r in results)
     return 0 if exact and close else 1
 
 

@@ -28,7 +28,7 @@ __all__ = ["WEINCEConfig", "init_state", "value_and_grad", "weince_loss"]
 if os.environ.get("WEINCE_KERNELS", "1").strip().lower() not in ("0", "off", "false", "no"):
     from . import _kernels
 
-    _kernels.register()  # the CUDA selection kernel (kernels/select.cu) for the tails
+    _kernels.register()  # its CUDA kernels (kernels/*.cu): the tails' selection, the row pass
 
 
 def init_state(
