@@ -367,15 +367,14 @@ def _rows_backward(
         weight = lam * (config.beta_w / rows)
         positive_sim = _row_values(sim, positive, xp)
         positive_slope = softmax_slope + weight * shortfall_slope(positive_sim, config, xp)
-    if dense.scaled:
-        pass
-    elif dense.distance is None:
-        d_sim *= softmax_slope[:, None]
-    else:
-        slope = _slope_from_distance(dense.distance, config, xp)
-        slope *= weight[:, None]
-        slope += softmax_slope[:, None]
-        d_sim *= slope
+    if not dense.scaled:  # (scaled: a kernel made P * dG/dsim / R already)
+        if dense.distance is None:
+            d_sim *= softmax_slope[:, None]
+        else:
+            slope = _slope_from_distance(dense.distance, config, xp)
+            slope *= weight[:, None]
+            slope += softmax_slope[:, None]
+            d_sim *= slope
 
     if residuals.top_index is None:
         return add_at_columns(d_sim, positive[:, None], -positive_slope[:, None], xp)
