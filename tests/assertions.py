@@ -11,11 +11,23 @@ RTOL_FLOAT64 = 1e-10
 RTOL_FLOAT32 = 1e-5
 
 
-def assert_close_normwise(actual: object, expected: object, rtol: float, what: str) -> None:
-    """``max|actual - expected| <= rtol * max|expected|`` (a scale-aware check for whole arrays)."""
+def assert_close_normwise(
+    actual: object, expected: object, rtol: float, what: str, *, equal_nan: bool = False
+) -> None:
+    """``max|actual - expected| <= rtol * max|expected|`` (a scale-aware check for whole arrays).
+
+    ``equal_nan``: NaN is expected exactly where ``expected`` has it (a statistic a row does
+    not have), and the other entries are compared.
+    """
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    if equal_nan:
+        missing = np.isnan(expected)
+        assert np.array_equal(np.isnan(actual), missing), f"{what}: NaN at other entries"
+        actual, expected = actual[~missing], expected[~missing]
+        if expected.size == 0:
+            return
     scale = max(float(np.max(np.abs(expected))), np.finfo(np.float64).tiny)
     error = float(np.max(np.abs(actual - expected))) / scale
     assert error <= rtol, f"{what}: relative error {error:.3e} > {rtol:.1e}"

@@ -26,41 +26,53 @@ except ImportError:
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN_DIR = Path(os.environ.get("WEINCE_GOLDEN", ROOT.parent / "shared" / "golden"))
+GOLDEN_FORMS_DIR = Path(
+    os.environ.get("WEINCE_GOLDEN_FORMS", ROOT.parent / "shared" / "golden_forms")
+)
 
 
 @dataclass(frozen=True)
 class Golden:
-    """One reference file of ../shared/golden: a preset, and per-step inputs and outputs."""
+    """One reference file of ../shared/golden (or golden_forms): a preset, and per-step inputs
+    and outputs; ``meta`` is the file's description (the form, its options, input names)."""
 
     name: str
     config: WEINCEConfig
     steps: int
     data: Any  # NpzFile
+    meta: dict[str, Any]
 
     def step(self, t: int) -> dict[str, np.ndarray]:
         prefix = f"s{t}_"
         return {k[len(prefix) :]: self.data[k] for k in self.data.files if k.startswith(prefix)}
 
 
-def golden_names() -> list[str]:
-    names = sorted(p.stem for p in GOLDEN_DIR.glob("*.npz"))
+def golden_names(directory: Path = GOLDEN_DIR) -> list[str]:
+    names = sorted(p.stem for p in directory.glob("*.npz"))
     if not names:
+        variable = "WEINCE_GOLDEN_FORMS" if directory == GOLDEN_FORMS_DIR else "WEINCE_GOLDEN"
         raise FileNotFoundError(
-            f"no reference vectors in {GOLDEN_DIR}: the tests need ../shared/golden beside the "
-            "checkout, or WEINCE_GOLDEN set to their folder"
+            f"no reference vectors in {directory}: the tests need ../shared/{directory.name} "
+            f"beside the checkout, or {variable} set to their folder"
         )
     return names
 
 
-def load_golden(name: str) -> Golden:
-    meta = json.loads((GOLDEN_DIR / f"{name}.json").read_text())
+def load_golden(name: str, directory: Path = GOLDEN_DIR) -> Golden:
+    meta = json.loads((directory / f"{name}.json").read_text())
     config = WEINCEConfig.preset(meta["preset"], beta_init=meta["beta_t_initial"])
-    return Golden(name, config, meta["steps"], np.load(GOLDEN_DIR / f"{name}.npz"))
+    return Golden(name, config, meta["steps"], np.load(directory / f"{name}.npz"), meta)
 
 
 @pytest.fixture(params=golden_names())
 def golden(request: pytest.FixtureRequest) -> Golden:
     return load_golden(request.param)
+
+
+@pytest.fixture(params=golden_names(GOLDEN_FORMS_DIR))
+def golden_form(request: pytest.FixtureRequest) -> Golden:
+    """A reference file of ../shared/golden_forms (SPEC.md section 9)."""
+    return load_golden(request.param, GOLDEN_FORMS_DIR)
 
 
 BACKENDS = all_backends()

@@ -64,3 +64,72 @@ def plain_nt_xent(z_i: np.ndarray, z_j: np.ndarray, temperature: float) -> float
     return frozen_loss(
         z_i, z_j, np.zeros(2 * z_i.shape[0]), 0.0, None, WEINCEConfig(temperature=temperature)
     )
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
+
+
+def form_rows(form: str, inputs: dict, in_batch_negatives: bool = False):
+    """A pairing form's rows in the core's column layout (SPEC.md section 9): ``(sim, positive,
+    candidates)``, the last two boolean masks ``(R, C)``."""
+    if form == "two_tower":
+        u_x, u_y = _unit(inputs["x"]), _unit(inputs["y"])
+        sim = np.concatenate([u_x @ u_y.T, u_y @ u_x.T])
+        n = u_x.shape[0]
+        positive = np.concatenate([np.eye(n, dtype=bool)] * 2)
+        return sim, positive, np.ones_like(positive)
+    if form == "explicit_negatives":
+        u_q, u_k, u_n = (_unit(inputs[name]) for name in "qkn")
+        rows = u_q.shape[0]
+        against_n = np.einsum("ad,apd->ap", u_q, u_n) if u_n.ndim == 3 else u_q @ u_n.T
+        if in_batch_negatives:  # [n..., k_0..k_{N-1}], the positive among the keys
+            sim = np.concatenate([against_n, u_q @ u_k.T], axis=1)
+            positive = np.zeros(sim.shape, dtype=bool)
+            positive[np.arange(rows), against_n.shape[1] + np.arange(rows)] = True
+        else:  # [k_a, n...]
+            sim = np.concatenate([np.sum(u_q * u_k, axis=1)[:, None], against_n], axis=1)
+            positive = np.zeros(sim.shape, dtype=bool)
+            positive[:, 0] = True
+        return sim, positive, np.ones_like(positive)
+    if form == "multi_positive":
+        u, labels = _unit(inputs["z"]), inputs["labels"]
+        sim = u @ u.T
+        own = np.eye(u.shape[0], dtype=bool)
+        return sim, (labels[:, None] == labels[None, :]) & ~own, ~own
+    raise ValueError(form)
+
+
+def frozen_rows_loss(
+    sim: np.ndarray,
+    positive: np.ndarray,
+    candidates: np.ndarray,
+    lam: np.ndarray,
+    beta_t: float,
+    hard: np.ndarray | None,
+    config: WEINCEConfig,
+    scale: float | None = None,
+) -> float:
+    """SPEC.md sections 2, 3 and 9 on rows, with ``lambda``, ``beta_t`` and the hard negatives
+    frozen: the mean over rows with a positive of the mean over their positives ``p`` of the
+    cross-entropies (blend over the candidates; top-M over ``{p} ∪ H_a``). ``hard``: each
+    row's hard-negative columns, ``-1`` for none."""
+    inverse_tau = 1 / config.temperature if scale is None else scale
+    shortfall = -np.log(1 - np.minimum(sim, 1 - config.eps))
+    g = (1 - lam)[:, None] * sim * inverse_tau + lam[:, None] * config.beta_w * shortfall
+    lse = _lse(np.where(candidates, g, -np.inf))
+    terms = []
+    for a in np.flatnonzero(positive.any(axis=1)):
+        term = 0.0
+        for p in np.flatnonzero(positive[a]):
+            term += lse[a] - g[a, p]
+            if hard is not None:
+                columns = np.concatenate([[p], hard[a][hard[a] >= 0]])
+                for weight, logits in (
+                    (config.weibit_weight, beta_t * shortfall[a, columns]),
+                    (config.softmax_weight, sim[a, columns] * inverse_tau),
+                ):
+                    if weight > 0:
+                        term += weight * (_lse(logits[None, :])[0] - logits[0])
+        terms.append(term / positive[a].sum())
+    return float(np.mean(terms)) if terms else 0.0

@@ -1,11 +1,32 @@
 """weince_core: the WEINCE contrastive loss on any Array API namespace.
 
 The math of SPEC.md, written once against the Array API standard: configuration and presets,
-the online state, the tail statistics, the blended loss and its analytic gradient.
+the online state, the tail statistics, the blended loss and its analytic gradient, for every
+pairing form (two-view, two-tower, explicit negatives, multi-positive). The ``nt_xent*`` names
+are aliases of the ``two_view*`` ones, kept for one release.
 """
 
 from .collectives import Collectives
 from .config import WEINCEConfig
+from .forms import (
+    FormResiduals,
+    explicit_negatives,
+    explicit_negatives_backward,
+    explicit_negatives_forward,
+    explicit_negatives_value_and_grad,
+    multi_positive,
+    multi_positive_backward,
+    multi_positive_forward,
+    multi_positive_value_and_grad,
+    two_tower,
+    two_tower_backward,
+    two_tower_forward,
+    two_tower_value_and_grad,
+    two_view,
+    two_view_backward,
+    two_view_forward,
+    two_view_value_and_grad,
+)
 from .nt_xent import (
     NTXentResiduals,
     nt_xent,
@@ -18,10 +39,19 @@ from .state import init_state
 
 __all__ = [
     "Collectives",
+    "FormResiduals",
     "NTXentResiduals",
     "RowsResiduals",
     "WEINCEConfig",
+    "explicit_negatives",
+    "explicit_negatives_backward",
+    "explicit_negatives_forward",
+    "explicit_negatives_value_and_grad",
     "init_state",
+    "multi_positive",
+    "multi_positive_backward",
+    "multi_positive_forward",
+    "multi_positive_value_and_grad",
     "nt_xent",
     "nt_xent_backward",
     "nt_xent_forward",
@@ -29,6 +59,14 @@ __all__ = [
     "rows_backward",
     "rows_forward",
     "rows_value_and_grad",
+    "two_tower",
+    "two_tower_backward",
+    "two_tower_forward",
+    "two_tower_value_and_grad",
+    "two_view",
+    "two_view_backward",
+    "two_view_forward",
+    "two_view_value_and_grad",
 ]
 
 __version__ = "0.1.0"

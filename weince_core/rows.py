@@ -13,6 +13,7 @@ into gradients of embeddings.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -34,6 +35,7 @@ from .ops import (
     mask_columns,
     one_minus_,
     reciprocal_,
+    sigmoid,
     softmax_,
     take_columns,
     top_k,
@@ -52,6 +54,11 @@ class RowsResiduals(NamedTuple):
     top_index: Array | None  # (R, M') columns of the hard negatives; None without top-M terms
     lse_weibit: Array | None  # (R,) logsumexp of the Weibit top-M logits
     lse_softmax: Array | None  # (R,) logsumexp of the softmax top-M logits
+    # The scale that replaces 1 / tau (two-tower), a 0-d array, or None for 1 / tau.
+    scale: Array | None = None
+    # Per-row weights in the mean over anchors, (R,), where they differ between rows (rows
+    # without a positive weigh 0: the multi-positive form); None: 1 / (rows of every rank).
+    row_weight: Array | None = None
 
 
 class _Dense(NamedTuple):
@@ -93,8 +100,24 @@ def _numpy_dtype(dtype: Any, xp: Namespace) -> Any:
     return np.float32 if xp.finfo(dtype).bits == 32 else np.float64
 
 
+def _scaled(sim: Array, scale: Array | None, config: WEINCEConfig) -> Array:
+    """``sim / tau``, or ``scale * sim`` where a scale replaces ``1 / tau`` (two-tower): a new
+    array."""
+    return sim / config.temperature if scale is None else sim * scale
+
+
+def _inverse_temperature(scale: Array | None, config: WEINCEConfig) -> Any:
+    return 1.0 / config.temperature if scale is None else scale
+
+
 def _blend(
-    sim: Array, lam: Array, config: WEINCEConfig, xp: Namespace, *, keep_distance: bool = False
+    sim: Array,
+    lam: Array,
+    config: WEINCEConfig,
+    xp: Namespace,
+    *,
+    keep_distance: bool = False,
+    scale: Array | None = None,
 ) -> tuple[Array, Array | None]:
     """The blended logits ``G = (1 - lam) sim / tau + lam beta_w (-log(1 - clip_s(sim)))``, ``lam``
     per row (a new array), and, with ``keep_distance``, ``1 - clip_s(sim)``
@@ -104,14 +127,15 @@ def _blend(
     see ``ops.log_``).
     """
     if config.gate == "off":
-        return sim / config.temperature, None
+        return _scaled(sim, scale, config), None
     distance = _distance_to_ceiling(sim, config, xp)
     if keep_distance:
         logits = xp.log(distance)
     else:
         logits, distance = log_(distance, xp), None
     logits *= -(lam * config.beta_w)[:, None]
-    logits = add_product_(logits, sim, ((1.0 - lam) / config.temperature)[:, None], xp)
+    softmax_weight = (1.0 - lam) / config.temperature if scale is None else (1.0 - lam) * scale
+    logits = add_product_(logits, sim, softmax_weight[:, None], xp)
     return logits, distance
 
 
@@ -152,14 +176,25 @@ def rows_forward(
     *,
     num_negatives: int,
     collectives: Collectives | None = None,
+    negatives: Array | None = None,
+    scale: Array | None = None,
     negatives_finite: Array | None = None,
 ) -> tuple[Array, Array, dict[str, Array], RowsResiduals]:
     """The WEINCE loss of rows: ``(loss, new_beta_t, stats, residuals)``.
 
-    ``sim`` is ``(R, C)`` in the compute dtype, ``positive`` ``(R,)`` integer columns,
-    ``excluded`` ``(R, E)`` integer columns that are not candidates of their row (each row's
-    distinct, none its positive) or ``None``, ``beta_t`` a 0-d array in ``sim``'s dtype. Every
-    row has ``num_negatives`` negatives (columns neither excluded nor positive).
+    ``sim`` is ``(R, C)`` in the compute dtype, ``beta_t`` a 0-d array in ``sim``'s dtype.
+    Rows come in two kinds (SPEC.md section 9):
+
+    - One positive and the same number of negatives per row (two-view, two-tower, explicit
+      negatives; the fast path): ``positive`` ``(R,)`` integer columns, ``excluded`` ``(R, E)``
+      integer columns that are not candidates of their row (each row's distinct, none its
+      positive) or ``None``, ``negatives`` ``None``; every row has ``num_negatives`` negatives.
+    - Per-row sets (multi-positive): ``positive`` and ``negatives`` ``(R, C)`` boolean masks
+      (disjoint; the candidates are their union), ``excluded`` ``None``, ``num_negatives``
+      the largest number of negatives a row can have. A row may have no positive (it adds
+      nothing to the loss) or no negative (``lambda = 0``).
+
+    ``scale``: a 0-d array that replaces ``1 / tau`` (the two-tower form's), or ``None``.
 
     With ``collectives``, these are this rank's rows of a batch whose rows are spread over
     ranks: per-row statistics stay local, while ``rho0``, the ``beta_t`` tail, the loss and the
@@ -169,8 +204,8 @@ def rows_forward(
     boolean; where not, ``beta_t`` stays), when the caller knows it cheaply (from its inputs);
     by default it is counted in ``sim``.
     """
-    args = (sim, positive, excluded, beta_t, config, num_negatives, collectives, negatives_finite)
-    return _rows_forward(*args, keep_dense=False)[:4]
+    args = (sim, positive, excluded, beta_t, config, num_negatives, collectives, negatives, scale)
+    return _rows_forward(*args, negatives_finite, keep_dense=False)[:4]
 
 
 def rows_value_and_grad(
@@ -182,19 +217,24 @@ def rows_value_and_grad(
     *,
     num_negatives: int,
     collectives: Collectives | None = None,
+    negatives: Array | None = None,
+    scale: Array | None = None,
     negatives_finite: Array | None = None,
-) -> tuple[Array, Array, dict[str, Array], Array]:
-    """``(loss, new_beta_t, stats, dL/dsim)``: ``rows_forward`` and ``rows_backward`` in one.
+) -> tuple[Array, Array, dict[str, Array], Any]:
+    """``(loss, new_beta_t, stats, dL/dsim)``: ``rows_forward`` and ``rows_backward`` in one;
+    with a ``scale``, ``(dL/dsim, dL/dscale)`` in place of ``dL/dsim``.
 
     The same numbers as the two calls (to rounding), with the rows' softmax of the blended
     logits and ``1 - clip_s(sim)`` made once for both: these ``(R, C)`` arrays live only during
-    this call. Arguments as in ``rows_forward``.
+    this call. Arguments as in ``rows_forward``; ``dL/dscale`` is this rank's part (its rows').
     """
-    args = (sim, positive, excluded, beta_t, config, num_negatives, collectives, negatives_finite)
-    loss, beta_t, stats, residuals, dense = _rows_forward(*args, keep_dense=True)
+    args = (sim, positive, excluded, beta_t, config, num_negatives, collectives, negatives, scale)
+    loss, beta_t, stats, residuals, dense = _rows_forward(*args, negatives_finite, keep_dense=True)
     total_rows = sim.shape[0] * world_size(collectives)
-    d_sim = _rows_backward(sim, positive, excluded, residuals, config, total_rows, dense)
-    return loss, beta_t, stats, d_sim
+    d_sim, d_scale = _rows_backward(
+        sim, positive, excluded, residuals, config, total_rows, dense, negatives
+    )
+    return loss, beta_t, stats, d_sim if scale is None else (d_sim, d_scale)
 
 
 def _rows_forward(
@@ -205,6 +245,8 @@ def _rows_forward(
     config: WEINCEConfig,
     num_negatives: int,
     collectives: Collectives | None,
+    negatives: Array | None,
+    scale: Array | None,
     negatives_finite: Array | None,
     *,
     keep_dense: bool,
@@ -214,20 +256,37 @@ def _rows_forward(
     ``_rows_backward``."""
     xp = array_namespace(sim, positive, beta_t)
     sim, beta_t = detached(sim, xp), detached(beta_t, xp)
+    if scale is not None:
+        scale = xp.astype(detached(scale, xp), sim.dtype)
+    per_row = negatives is not None  # per-row sets of positives and negatives (masks)
     rows = sim.shape[0]
     total_rows = rows * world_size(collectives)
     k = tail.tail_size(num_negatives, config) if config.uses_tail_statistics else 0
     m = min(config.top_m, num_negatives) if config.uses_top_m else 0
-    if max(k, m) or config.estimate_beta:
-        not_negative = positive[:, None]
-        if excluded is not None:
-            not_negative = xp.concat([not_negative, excluded], axis=1)
-    if max(k, m):
-        top, top_index = top_k(sim, max(k, m), xp, excluded=not_negative, cap=1.0 - config.eps)
+    selects = max(k, m) > 0
+    if per_row:
+        # The negatives alone, -inf elsewhere: a row's selections end in -inf where it has
+        # fewer negatives than the widest row (its own k_a, M'_a are then smaller).
+        negative_sim = xp.where(negatives, sim, -math.inf)
+        negative_counts = xp.sum(xp.astype(negatives, xp.int32), axis=1)
+        if selects:
+            top, top_index = top_k(negative_sim, max(k, m), xp, cap=1.0 - config.eps)
+    else:
+        if selects or config.estimate_beta:
+            not_negative = positive[:, None]
+            if excluded is not None:
+                not_negative = xp.concat([not_negative, excluded], axis=1)
+        if selects:
+            top, top_index = top_k(sim, max(k, m), xp, excluded=not_negative, cap=1.0 - config.eps)
 
     nan = _scalar(math.nan, sim, xp)
     if config.uses_tail_statistics:
-        stats = tail.gate_statistics(top[:, :k], config, xp, lambda rho: gather(rho, collectives))
+        gather_rows = partial(gather, collectives=collectives)
+        if per_row:
+            k_rows = tail.tail_sizes(negative_counts, num_negatives, config)
+            stats = tail.gate_statistics_rows(top[:, :k], k_rows, config, xp, gather_rows)
+        else:
+            stats = tail.gate_statistics(top[:, :k], config, xp, gather_rows)
     else:
         stats = {
             "rho": xp.full((rows,), math.nan, dtype=sim.dtype, device=device(sim)),
@@ -241,53 +300,92 @@ def _rows_forward(
         k_g = tail.beta_tail_size(total_rows * num_negatives, config)
         # Each rank's k_g largest hold the global k_g largest: select, gather, select again.
         # Most often they are among the rows' own largest, selected already (see largest).
-        row_top = top if max(k, m) else None
+        row_top = top if selects else None
 
-        def negative_sim() -> Array:  # made only where the rows' largest do not settle it
-            return mask_columns(xp.asarray(sim, copy=True), not_negative, xp)
+        if per_row:
+            pool: Any = negative_sim
+        else:
 
-        local = largest(negative_sim, min(k_g, rows * num_negatives), xp, row_top=row_top)
+            def pool() -> Array:  # made only where the rows' largest do not settle it
+                return mask_columns(xp.asarray(sim, copy=True), not_negative, xp)
+
+        local = largest(pool, min(k_g, rows * num_negatives), xp, row_top=row_top)
         if collectives is not None:
             local = largest(gather(local, collectives), k_g, xp)
         finite = negatives_finite
-        if finite is None:
-            finite = _negatives_finite(sim, not_negative, collectives, xp)
-        stats.update(tail.update_beta(local, beta_t, config, xp, finite=finite))
+        if per_row:
+            if finite is None:
+                finite = _negatives_finite_masked(negative_sim, negatives, collectives, xp)
+            pool_size = total(xp.sum(negative_counts), collectives)
+            stats.update(tail.update_beta_pool(local, pool_size, beta_t, config, xp, finite=finite))
+        else:
+            if finite is None:
+                finite = _negatives_finite(sim, not_negative, collectives, xp)
+            stats.update(tail.update_beta(local, beta_t, config, xp, finite=finite))
     else:
         no_update = xp.zeros((), dtype=xp.bool, device=device(sim))
         stats.update(beta_t=beta_t, beta_hat=nan, beta_r2=nan, beta_updated=no_update)
     beta_used = stats["beta_t"]
 
-    # A native kernel (ops.register_kernel) may make the dense gradient in one pass over sim.
-    fused = (
-        kernel_result("row_pass", sim, lam, excluded, config, total_rows) if keep_dense else None
-    )
-    if fused is None:
-        logits, distance = _blend(sim, lam, config, xp, keep_distance=keep_dense)
-        logits = _without(logits, excluded, xp)
-        positive_logit = _row_values(logits, positive, xp)
+    # A native kernel (ops.register_kernel) may make the dense gradient in one pass over sim
+    # (rows with excluded columns and 1 / tau: neither per-row masks nor a scale).
+    fused = None
+    if keep_dense and not per_row and scale is None:
+        fused = kernel_result("row_pass", sim, lam, excluded, config, total_rows)
+    row_weight = None
+    if fused is not None:
+        gradient, lse = fused
+        positive_logit = _blend(_row_values(sim, positive, xp)[:, None], lam, config, xp)[0][:, 0]
+        dense = _Dense(gradient, None, scaled=True)
+    else:
+        logits, distance = _blend(sim, lam, config, xp, keep_distance=keep_dense, scale=scale)
+        if per_row:
+            logits = xp.where(positive | negatives, logits, -math.inf)
+            positive_counts = xp.sum(xp.astype(positive, sim.dtype), axis=1)
+            has_positive = positive_counts > 0
+            anchors = total(xp.sum(xp.astype(has_positive, sim.dtype)), collectives)
+            row_weight = xp.where(has_positive, 1.0 / xp.clip(anchors, min=1.0), 0.0)
+            positive_counts = xp.clip(positive_counts, min=1.0)
+            positive_logit = xp.sum(xp.where(positive, logits, 0.0), axis=1) / positive_counts
+        else:
+            logits = _without(logits, excluded, xp)
+            positive_logit = _row_values(logits, positive, xp)
         if keep_dense:
             probabilities, lse = softmax_(logits, xp)
             dense = _Dense(probabilities, distance, scaled=False)
         else:
             lse = logsumexp(logits, xp, overwrite=True)
-    else:
-        gradient, lse = fused
-        positive_logit = _blend(_row_values(sim, positive, xp)[:, None], lam, config, xp)[0][:, 0]
-        dense = _Dense(gradient, None, scaled=True)
-    loss_blend = _mean_over_rows(lse - positive_logit, total_rows, collectives, xp)
+    mean = partial(_mean, row_weight=row_weight, total_rows=total_rows, collectives=collectives)
+    loss_blend = mean(lse - positive_logit, xp)
     loss = loss_blend
     zero = _scalar(0.0, sim, xp)
     loss_weibit, loss_softmax, lse_weibit, lse_softmax = zero, zero, None, None
     if m:
-        candidates = xp.concat([take_columns(sim, positive[:, None], xp), top[:, :m]], axis=1)
+        if per_row:
+            hard = top[:, :m]  # -inf past a row's M'_a
+        else:
+            candidates = xp.concat([take_columns(sim, positive[:, None], xp), top[:, :m]], axis=1)
     if config.weibit_weight > 0:
-        weibit = beta_used * shortfall_logit(candidates, config, xp)
-        loss_weibit, lse_weibit = _cross_entropy_first(weibit, total_rows, collectives, xp)
+        if per_row:
+            weibit = beta_used * shortfall_logit(sim, config, xp)
+            lse_weibit = logsumexp(beta_used * shortfall_logit(hard, config, xp), xp)
+            terms = _mean_positive_terms(weibit, lse_weibit, positive, positive_counts, xp)
+            loss_weibit = mean(terms, xp)
+        else:
+            weibit = beta_used * shortfall_logit(candidates, config, xp)
+            lse_weibit = logsumexp(weibit, xp)
+            loss_weibit = mean(lse_weibit - weibit[:, 0], xp)
         loss = loss + config.weibit_weight * loss_weibit
     if config.softmax_weight > 0:
-        scaled = candidates / config.temperature
-        loss_softmax, lse_softmax = _cross_entropy_first(scaled, total_rows, collectives, xp)
+        if per_row:
+            lse_softmax = logsumexp(_scaled(hard, scale, config), xp)
+            scaled = _scaled(sim, scale, config)
+            terms = _mean_positive_terms(scaled, lse_softmax, positive, positive_counts, xp)
+            loss_softmax = mean(terms, xp)
+        else:
+            scaled = _scaled(candidates, scale, config)
+            lse_softmax = logsumexp(scaled, xp)
+            loss_softmax = mean(lse_softmax - scaled[:, 0], xp)
         loss = loss + config.softmax_weight * loss_softmax
 
     stats.update(
@@ -306,8 +404,42 @@ def _rows_forward(
         top_index=top_index[:, :m] if m else None,
         lse_weibit=lse_weibit,
         lse_softmax=lse_softmax,
+        scale=scale,
+        row_weight=row_weight,
     )
     return loss, beta_used, stats, residuals, dense if keep_dense else None
+
+
+def _mean(
+    values: Array,
+    xp: Namespace,
+    *,
+    row_weight: Array | None,
+    total_rows: int,
+    collectives: Collectives | None,
+) -> Array:
+    """The mean over the anchors of every rank: all rows, or by ``row_weight`` (rows without a
+    positive weigh 0; their ``values`` may be anything)."""
+    if row_weight is None:
+        return _mean_over_rows(values, total_rows, collectives, xp)
+    return total(xp.sum(xp.where(row_weight > 0, values * row_weight, 0.0)), collectives)
+
+
+def _mean_positive_terms(
+    logits: Array, lse_hard: Array, positive: Array, positive_counts: Array, xp: Namespace
+) -> Array:
+    """Per row, the mean over its positives ``p`` of the cross-entropy of ``p`` over
+    ``{p} ∪ H_a``: ``softplus(lse_H - l_p)`` (0 for a row without negatives, ``lse_H = -inf``)."""
+    terms = xp.logaddexp(xp.zeros_like(lse_hard)[:, None], lse_hard[:, None] - logits)
+    return xp.sum(xp.where(positive, terms, 0.0), axis=1) / positive_counts
+
+
+def _negatives_finite_masked(
+    negative_sim: Array, negatives: Array, collectives: Collectives | None, xp: Namespace
+) -> Array:
+    """``_negatives_finite`` of per-row negatives (``negative_sim`` is ``-inf`` elsewhere)."""
+    count = xp.sum(xp.astype(negatives & ~xp.isfinite(negative_sim), xp.int32))
+    return total(count, collectives) == 0
 
 
 def _negatives_finite(
@@ -328,16 +460,23 @@ def rows_backward(
     config: WEINCEConfig,
     *,
     total_rows: int | None = None,
-) -> Array:
-    """``dL/dsim`` (``(R, C)``) of the loss that ``rows_forward`` computed on the same ``sim``.
+    negatives: Array | None = None,
+) -> Any:
+    """``dL/dsim`` (``(R, C)``) of the loss that ``rows_forward`` computed on the same ``sim``;
+    ``(dL/dsim, dL/dscale)`` where it had a ``scale`` (``dL/dscale`` this rank's rows' part).
 
     ``total_rows``: the rows of all ranks that the loss averages over (default: ``R``).
+    ``negatives``: the mask ``rows_forward`` had (per-row sets), else ``None``.
 
     Dense part: ``P_ab * dG_ab/dsim_ab / R`` over the candidates. The ``- [b = p(a)]`` of the
     main term and the whole top-M terms touch at most ``M' + 1`` columns per row, so they are
-    computed on those columns only and added there.
+    computed on those columns only and added there (with several positives per row, the
+    positives' parts are dense).
     """
-    return _rows_backward(sim, positive, excluded, residuals, config, total_rows, None)
+    d_sim, d_scale = _rows_backward(
+        sim, positive, excluded, residuals, config, total_rows, None, negatives
+    )
+    return d_sim if residuals.scale is None else (d_sim, d_scale)
 
 
 def _rows_backward(
@@ -348,36 +487,69 @@ def _rows_backward(
     config: WEINCEConfig,
     total_rows: int | None,
     dense: _Dense | None,
-) -> Array:
-    """``rows_backward``, on ``_rows_forward``'s ``dense`` arrays when given (overwritten)."""
+    negatives: Array | None,
+) -> tuple[Array, Array | None]:
+    """``rows_backward``'s ``(dL/dsim, dL/dscale or None)``, on ``_rows_forward``'s ``dense``
+    pair when given (overwritten)."""
     xp = array_namespace(sim, positive)
     sim = detached(sim, xp)
-    rows = sim.shape[0] if total_rows is None else total_rows
+    per_row = negatives is not None
+    scale = residuals.scale
+    inverse_tau = _inverse_temperature(scale, config)
     lam = residuals.lam
+    rows = sim.shape[0] if total_rows is None else total_rows
+    row_weight = residuals.row_weight
+
+    def per_anchor(values: Any) -> Any:  # the mean's weight: 1 / rows, or per row
+        if row_weight is None:
+            return values / rows
+        return values * (row_weight if values.ndim == 1 else row_weight[:, None])
+
     if dense is None:
-        logits, distance = _blend(sim, lam, config, xp, keep_distance=True)
-        logits = _without(logits, excluded, xp)
+        logits, distance = _blend(sim, lam, config, xp, keep_distance=True, scale=scale)
+        if per_row:
+            logits = xp.where(positive | negatives, logits, -math.inf)
+        else:
+            logits = _without(logits, excluded, xp)
         logits -= residuals.lse[:, None]
         d_sim = exp_(logits, xp)  # the probabilities, times dG/dsim in place below
         dense = _Dense(d_sim, distance, scaled=False)
-    d_sim = dense.matrix
-    softmax_slope = (1.0 - lam) / (config.temperature * rows)
-    positive_slope = softmax_slope
-    if config.gate != "off":
-        weight = lam * (config.beta_w / rows)
-        positive_sim = _row_values(sim, positive, xp)
-        positive_slope = softmax_slope + weight * shortfall_slope(positive_sim, config, xp)
+    d_sim, distance = dense.matrix, dense.distance
+    if per_row:
+        positive_counts = xp.clip(xp.sum(xp.astype(positive, sim.dtype), axis=1), min=1.0)
+        d_sim = d_sim - xp.where(positive, 1.0 / positive_counts[:, None], 0.0)
+    d_scale = None
+    if scale is not None:  # d/dscale of the blend: (1 - lam) sim (P - target), summed
+        along_sim = xp.sum(d_sim * sim, axis=1)
+        if not per_row:
+            along_sim = along_sim - _row_values(sim, positive, xp)
+        d_scale = xp.sum(per_anchor((1.0 - lam) * along_sim))
+    if scale is None and row_weight is None:
+        softmax_slope = (1.0 - lam) / (config.temperature * rows)
+    else:
+        softmax_slope = per_anchor((1.0 - lam) * inverse_tau)
+    gated = config.gate != "off"
+    if gated:
+        weight = (
+            lam * (config.beta_w / rows) if row_weight is None else lam * config.beta_w * row_weight
+        )
     if not dense.scaled:  # (scaled: a kernel made P * dG/dsim / R already)
-        if dense.distance is None:
+        if distance is None:
             d_sim *= softmax_slope[:, None]
         else:
-            slope = _slope_from_distance(dense.distance, config, xp)
+            slope = _slope_from_distance(distance, config, xp)
             slope *= weight[:, None]
             slope += softmax_slope[:, None]
             d_sim *= slope
+    positive_slope = softmax_slope
+    if gated and not per_row:
+        positive_sim = _row_values(sim, positive, xp)
+        positive_slope = softmax_slope + weight * shortfall_slope(positive_sim, config, xp)
 
+    if per_row:
+        return _per_row_top_m(d_sim, d_scale, sim, positive, negatives, residuals, config, xp)
     if residuals.top_index is None:
-        return add_at_columns(d_sim, positive[:, None], -positive_slope[:, None], xp)
+        return add_at_columns(d_sim, positive[:, None], -positive_slope[:, None], xp), d_scale
     columns = xp.concat([positive[:, None], residuals.top_index], axis=1)
     candidates = take_columns(sim, columns, xp)
     coefficient = xp.zeros_like(candidates)
@@ -388,13 +560,82 @@ def _rows_backward(
         slope = beta_t * shortfall_slope(candidates, config, xp)
         coefficient = coefficient + config.weibit_weight * d_logit * slope
     if residuals.lse_softmax is not None:
-        scaled = candidates / config.temperature
+        scaled = _scaled(candidates, scale, config)
         d_logit = _minus_target(xp.exp(scaled - residuals.lse_softmax[:, None]), xp)
-        coefficient = coefficient + (config.softmax_weight / config.temperature) * d_logit
-    coefficient = coefficient / rows
+        if scale is None:
+            coefficient = coefficient + (config.softmax_weight / config.temperature) * d_logit
+        else:
+            coefficient = coefficient + (config.softmax_weight * scale) * d_logit
+            along = xp.sum(d_logit * candidates, axis=1)
+            d_scale = d_scale + config.softmax_weight * xp.sum(per_anchor(along))
+    coefficient = per_anchor(coefficient)
     head = coefficient[:, :1] - positive_slope[:, None]
     coefficient = xp.concat([head, coefficient[:, 1:]], axis=1)
-    return add_at_columns(d_sim, columns, coefficient, xp)
+    return add_at_columns(d_sim, columns, coefficient, xp), d_scale
+
+
+def _per_row_top_m(
+    d_sim: Array,
+    d_scale: Array | None,
+    sim: Array,
+    positive: Array,
+    negatives: Array,
+    residuals: RowsResiduals,
+    config: WEINCEConfig,
+    xp: Namespace,
+) -> tuple[Array, Array | None]:
+    """The top-M terms' part of ``dL/dsim`` with several positives per row, added to ``d_sim``.
+
+    Row ``a``'s term is ``mean_p softplus(lse_H - l_p)``: ``d/dl_p = -sigma(lse_H - l_p) / |P_a|``
+    at each positive, ``d/dl_h = softmax_H(l_h) * mean_p sigma(lse_H - l_p)`` at each hard
+    negative ``h`` (a padding slot past ``M'_a`` gets 0).
+    """
+    if residuals.top_index is None:
+        return d_sim, d_scale
+    row_weight: Any = residuals.row_weight
+    top_index = residuals.top_index
+    counts = xp.clip(xp.sum(xp.astype(positive, sim.dtype), axis=1), min=1.0)
+    valid = take_columns(negatives, top_index, xp)
+    hard = xp.where(valid, take_columns(sim, top_index, xp), -math.inf)
+    hard_coefficient = xp.zeros_like(hard)
+    scale = residuals.scale
+    parts = []
+    if residuals.lse_weibit is not None:
+        beta_t = residuals.beta_t
+        parts.append(
+            (
+                config.weibit_weight,
+                residuals.lse_weibit,
+                lambda s: beta_t * shortfall_logit(s, config, xp),
+                lambda s: beta_t * shortfall_slope(s, config, xp),
+                False,
+            )
+        )
+    if residuals.lse_softmax is not None:
+        inverse_tau = _inverse_temperature(scale, config)
+        parts.append(
+            (
+                config.softmax_weight,
+                residuals.lse_softmax,
+                lambda s: _scaled(s, scale, config),
+                lambda s: inverse_tau,
+                scale is not None,
+            )
+        )
+    for weight, lse_hard, logit_of, slope_of, scaled in parts:
+        pull = xp.where(positive, sigmoid(lse_hard[:, None] - logit_of(sim), xp), 0.0)
+        mean_pull = xp.sum(pull, axis=1) / counts
+        row = weight * row_weight
+        d_positive = -(pull / counts[:, None]) * row[:, None]
+        share = xp.where(valid, xp.exp(logit_of(hard) - lse_hard[:, None]), 0.0)
+        d_hard = share * (mean_pull * row)[:, None]
+        d_sim = d_sim + d_positive * slope_of(sim)
+        hard_coefficient = hard_coefficient + xp.where(valid, d_hard * slope_of(hard), 0.0)
+        if scaled and d_scale is not None:
+            d_scale = (
+                d_scale + xp.sum(d_positive * sim) + xp.sum(xp.where(valid, d_hard * hard, 0.0))
+            )
+    return add_at_columns(d_sim, top_index, hard_coefficient, xp), d_scale
 
 
 def _minus_target(prob: Array, xp: Namespace) -> Array:

@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from array_api_compat import device
+from array_api_compat import array_namespace, device
 
 from .config import WEINCEConfig
 from .ops import sigmoid
@@ -168,6 +168,160 @@ def update_beta(
     low, high = config.beta_clip
     m = config.beta_momentum
     moved = m * beta_t + (1.0 - m) * xp.clip(beta_hat, low, high)
+    return {
+        "beta_t": xp.where(updated, moved, beta_t),
+        "beta_hat": beta_hat,
+        "beta_r2": r2,
+        "beta_updated": updated,
+    }
+
+
+# Per-row sizes (SPEC.md section 9): rows with different numbers of negatives, as in the
+# multi-positive form. Every shape is still decided by Python ints (the largest sizes); the
+# per-row sizes are integer arrays, and the points a row does not have are masked out.
+
+
+def tail_sizes(num_negatives: Array, max_negatives: int, config: WEINCEConfig) -> Array:
+    """``k_a = tail_size(K_a)`` per row, ``K_a`` an integer array of values ``<= max_negatives``.
+
+    Read from a table of ``tail_size`` (Python's round-half-to-even, exactly as for one size).
+    """
+    return _table(num_negatives, [tail_size(K, config) for K in range(max_negatives + 1)])
+
+
+def _table(index: Array, values: list[int]) -> Array:
+    """``values[index]`` for an integer array ``index`` (a table lookup: no host round trip)."""
+    xp = array_namespace(index)
+    table = xp.asarray(values, dtype=index.dtype, device=device(index))
+    return xp.reshape(xp.take(table, xp.reshape(index, (-1,))), index.shape)
+
+
+def _masked_fits(
+    x: Array, ys: list[Array], kept: Array, xp: Namespace
+) -> tuple[list[Array], list[Array], list[Array], Array]:
+    """OLS of each ``y`` on ``x`` over the ``kept`` points of each row (the last axis): slopes,
+    SSEs, total sums of squares, and whether all kept ``x`` are equal.
+
+    Entries that are not kept may hold anything (infinities, NaN): they never enter a sum.
+    """
+    count = xp.sum(xp.astype(kept, x.dtype), axis=-1, keepdims=True)
+    count = xp.clip(count, min=1.0)
+    x = xp.where(kept, x, 0.0)
+    constant = xp.max(xp.where(kept, x, -math.inf), axis=-1) == xp.min(
+        xp.where(kept, x, math.inf), axis=-1
+    )
+    xc = xp.where(kept & ~constant[..., None], x - xp.sum(x, axis=-1, keepdims=True) / count, 0.0)
+    sxx = xp.clip(xp.sum(xc * xc, axis=-1), min=TINY)
+    slopes, sses, ssts = [], [], []
+    for y in ys:
+        y = xp.where(kept, y, 0.0)
+        yc = xp.where(kept, y - xp.sum(y, axis=-1, keepdims=True) / count, 0.0)
+        slope = xp.sum(xc * yc, axis=-1) / sxx
+        residual = yc - slope[..., None] * xc
+        slopes.append(slope)
+        sses.append(xp.clip(xp.sum(residual * residual, axis=-1), min=TINY))
+        ssts.append(xp.sum(yc * yc, axis=-1))
+    return slopes, sses, ssts, constant
+
+
+def tail_fit_rows(
+    top: Array, k_rows: Array, config: WEINCEConfig, xp: Namespace
+) -> tuple[Array, Array]:
+    """``tail_fit`` with a tail size per row: ``k_rows`` (``(R,)`` integers ``<= top.shape[1]``).
+
+    Row ``a`` fits its ``k_a`` largest negatives (``top[a, :k_a]``, descending; the rest of the
+    row is ignored) with ``F_r = r / (k_a + 1)`` and burn-in ``b_a = max(1, k_a // 20)``. A row
+    with fewer than two kept points gets ``dAIC = 0``, one without negatives also
+    ``rho = NaN`` (as the reference vectors have it).
+    """
+    eps = config.eps
+    width = top.shape[-1]
+    position = xp.arange(1, width + 1, device=device(top))[None, :]
+    first = xp.clip(k_rows // 20, min=1)[:, None]
+    kept = (position > first) & (position <= k_rows[:, None])
+    n = xp.astype(k_rows[:, None] - first, top.dtype)[:, 0]
+    has_tail = k_rows > 0
+    rho = xp.where(has_tail, xp.clip(1.0 - top[:, 0], min=eps), math.nan)
+    x = _log_shortfall(xp.where(kept, top, 0.0), eps, xp)
+    levels = xp.astype(position, top.dtype) / xp.astype(k_rows[:, None] + 1, top.dtype)
+    log_levels = xp.log(xp.where(kept, xp.clip(levels, min=eps), 0.5))
+    _, (sse_w, sse_g), _, constant = _masked_fits(x, [log_levels, xp.log(-log_levels)], kept, xp)
+    # The wrong-sign penalties: exactly where all kept shortfalls are equal (see tail_fit).
+    sse_w = xp.where(constant, sse_w + WRONG_SIGN_PENALTY, sse_w)
+    sse_g = xp.where(constant, sse_g + WRONG_SIGN_PENALTY, sse_g)
+    safe_n = xp.clip(n, min=1.0)
+    d_aic = safe_n * (xp.log(sse_g / safe_n) - xp.log(sse_w / safe_n))
+    d_aic = xp.where(n >= 2, d_aic, 0.0)
+    return rho, d_aic
+
+
+def gate_statistics_rows(
+    top: Array,
+    k_rows: Array,
+    config: WEINCEConfig,
+    xp: Namespace,
+    gather: Callable[[Array], Array] = lambda rho: rho,
+) -> dict[str, Array]:
+    """``gate_statistics`` with a tail size per row (``tail_fit_rows``).
+
+    ``rho0`` is taken over the anchors of every rank that have a negative (``R'`` of them):
+    ``rho_sorted[round(q (R' - 1))]``, or the lower median where no anchor has two kept points.
+    A row without negatives has ``lambda = 0``.
+    """
+    rho, d_aic = tail_fit_rows(top, k_rows, config, xp)
+    fits = xp.astype(k_rows - xp.clip(k_rows // 20, min=1) >= 2, rho.dtype)
+    has_tail = xp.astype(k_rows > 0, rho.dtype)
+    every = gather(xp.stack([rho, has_tail, fits], axis=1))  # one collective for the three
+    every_rho, every_has, every_fits = every[:, 0], every[:, 1] > 0, every[:, 2] > 0
+    rows = every.shape[0]
+    count = xp.sum(xp.astype(every_has, xp.int32))
+    quantile = _table(
+        count, [round(config.quantile * (c - 1)) if c else 0 for c in range(rows + 1)]
+    )
+    median = _table(count, [(c - 1) // 2 if c else 0 for c in range(rows + 1)])
+    index = xp.where(xp.any(every_fits), quantile, median)
+    ordered = xp.sort(xp.where(every_has, every_rho, math.inf))
+    rho0 = xp.take(ordered, xp.reshape(index, (1,)))[0]
+    rho0 = xp.where(count > 0, rho0, math.nan)
+    lam = xp.where(k_rows > 0, gate(rho, d_aic, rho0, config, xp), 0.0)
+    return {"rho": rho, "d_aic": d_aic, "rho0": rho0, "lambda": lam}
+
+
+def update_beta_pool(
+    top_global: Array,
+    pool_size: Array,
+    beta_t: Array,
+    config: WEINCEConfig,
+    xp: Namespace,
+    *,
+    finite: Array | None = None,
+) -> dict[str, Array]:
+    """``update_beta`` where the pool's size ``|V|`` is an array (0-d integer): per-row numbers
+    of negatives. ``top_global`` holds the largest ``beta_tail_size`` of the largest pool the
+    shapes allow, descending (``-inf`` where the pool is smaller); the fit keeps its first
+    ``k_g = min(int(max(beta_min_tail, beta_tail_fraction |V|)), |V|)``, computed in
+    ``top_global``'s dtype (as Python does in float64).
+    """
+    width = top_global.shape[0]
+    size = xp.astype(pool_size, top_global.dtype)
+    k_g = xp.floor(xp.clip(config.beta_tail_fraction * size, min=float(config.beta_min_tail)))
+    k_g = xp.minimum(xp.astype(k_g, pool_size.dtype), pool_size)
+    first = xp.clip(k_g // 20, min=1)
+    position = xp.arange(1, width + 1, device=device(top_global))
+    kept = (position > first) & (position <= k_g)
+    x = _log_shortfall(xp.where(kept, top_global, 0.0), config.eps, xp)
+    levels = xp.astype(position, top_global.dtype) / xp.astype(k_g + 1, top_global.dtype)
+    y = xp.log(xp.where(kept, levels, 0.5))
+    (slope,), (sse,), (sst,), _ = _masked_fits(x, [y], kept, xp)
+    fits = (k_g >= MIN_TAIL_FLOOR) & (k_g - first >= 2)
+    beta_hat = xp.where(fits, xp.clip(slope, min=0.0), math.nan)
+    r2 = xp.where(fits, xp.clip(1.0 - sse / xp.clip(sst, min=TINY), 0.0, 1.0), math.nan)
+    updated = fits & (r2 >= config.beta_min_r2) & (beta_hat > 0)
+    if finite is not None:
+        updated = updated & finite
+    low, high = config.beta_clip
+    m = config.beta_momentum
+    moved = m * beta_t + (1.0 - m) * xp.clip(xp.where(fits, beta_hat, 1.0), low, high)
     return {
         "beta_t": xp.where(updated, moved, beta_t),
         "beta_hat": beta_hat,

@@ -7,6 +7,17 @@ forward and analytic gradient (SPEC.md section 6), the same formula every backen
     state = weince_cupy.init_state()
     loss, (g_i, g_j), state, stats = weince_cupy.value_and_grad(z_i, z_j, state)
 
+The pairing forms of SPEC.md section 9 take the core's arguments and return the same
+``(loss, grads, new_state, stats)``, one gradient per array argument::
+
+    loss, (g_x, g_y, g_scale), state, stats = weince_cupy.two_tower_value_and_grad(
+        x, y, state, scale=scale
+    )
+    loss, (g_q, g_k, g_n), state, stats = weince_cupy.explicit_negatives_value_and_grad(
+        q, k, queue, state
+    )
+    loss, (g_z,), state, stats = weince_cupy.multi_positive_value_and_grad(z, labels, state)
+
 Everything runs on the device that holds ``z_i`` (whatever the current device is) and on the
 current stream; results, gradients and the new state live there too. Nothing is copied to the
 host, so the call queues GPU work and returns without synchronising.
@@ -23,7 +34,16 @@ import weince_core as wc
 from weince_core import WEINCEConfig
 from weince_core.validation import check_config
 
-__all__ = ["WEINCEConfig", "init_state", "value_and_grad", "weince_loss"]
+__all__ = [
+    "WEINCEConfig",
+    "explicit_negatives_value_and_grad",
+    "init_state",
+    "multi_positive_value_and_grad",
+    "two_tower_value_and_grad",
+    "two_view_value_and_grad",
+    "value_and_grad",
+    "weince_loss",
+]
 
 if os.environ.get("WEINCE_KERNELS", "1").strip().lower() not in ("0", "off", "false", "no"):
     from . import _kernels
@@ -71,3 +91,56 @@ def weince_loss(
     _check_cupy(z_i=z_i, z_j=z_j, state=state)
     with z_i.device:
         return wc.nt_xent(z_i, z_j, state, config)
+
+
+two_view_value_and_grad = value_and_grad  # the two-view form under the name the others follow
+
+
+def two_tower_value_and_grad(
+    x: cupy.ndarray,
+    y: cupy.ndarray,
+    state: cupy.ndarray,
+    config: WEINCEConfig | None = None,
+    *,
+    scale: cupy.ndarray | float | None = None,
+) -> tuple[cupy.ndarray, tuple[cupy.ndarray, ...], cupy.ndarray, dict[str, cupy.ndarray]]:
+    """``(loss, (dL/dx, dL/dy, dL/dscale), new_state, stats)`` of the two-tower (CLIP) form.
+
+    ``scale``: a positive 0-d array (CLIP's ``exp(logit_scale)``), a float, or ``None`` for
+    ``1 / config.temperature``. Arguments and results as the core's
+    ``two_tower_value_and_grad``, on ``x``'s device.
+    """
+    _check_cupy(x=x, y=y, state=state)
+    with x.device:
+        return wc.two_tower_value_and_grad(x, y, state, config, scale=scale)
+
+
+def explicit_negatives_value_and_grad(
+    q: cupy.ndarray,
+    k: cupy.ndarray,
+    n: cupy.ndarray,
+    state: cupy.ndarray,
+    config: WEINCEConfig | None = None,
+    *,
+    in_batch_negatives: bool = False,
+) -> tuple[cupy.ndarray, tuple[cupy.ndarray, ...], cupy.ndarray, dict[str, cupy.ndarray]]:
+    """``(loss, (dL/dq, dL/dk, dL/dn), new_state, stats)`` of the explicit-negatives form:
+    ``n`` a shared ``(L, d)`` queue or paired ``(N, P, d)`` negatives, on ``q``'s device."""
+    _check_cupy(q=q, k=k, n=n, state=state)
+    with q.device:
+        return wc.explicit_negatives_value_and_grad(
+            q, k, n, state, config, in_batch_negatives=in_batch_negatives
+        )
+
+
+def multi_positive_value_and_grad(
+    z: cupy.ndarray,
+    labels: cupy.ndarray,
+    state: cupy.ndarray,
+    config: WEINCEConfig | None = None,
+) -> tuple[cupy.ndarray, tuple[cupy.ndarray], cupy.ndarray, dict[str, cupy.ndarray]]:
+    """``(loss, (dL/dz,), new_state, stats)`` of the multi-positive (SupCon) form, ``labels``
+    an integer ``(R,)`` array, on ``z``'s device."""
+    _check_cupy(z=z, labels=labels, state=state)
+    with z.device:
+        return wc.multi_positive_value_and_grad(z, labels, state, config)

@@ -6,6 +6,12 @@
     state = weince_jax.init_state()             # WEINCEState(beta_t), a pytree
     loss, (state, stats) = weince_jax.weince_loss(z_i, z_j, state, config=WEINCEConfig.paper())
 
+The pairing forms of SPEC.md section 9 take the core's arguments and return the same::
+
+    loss, (state, stats) = weince_jax.two_tower(x, y, state, config, scale=jnp.exp(logit_scale))
+    loss, (state, stats) = weince_jax.explicit_negatives(q, k, queue, state, config)
+    loss, (state, stats) = weince_jax.multi_positive(z, labels, state, config)
+
 ``z_i``, ``z_j`` are ``(N, d)`` views. The result is shaped for
 ``jax.value_and_grad(..., has_aux=True)``; the gradient is the core's analytic one (SPEC.md
 section 6) through a ``jax.custom_vjp``. ``config`` (a frozen ``WEINCEConfig``) is static: a new
@@ -75,6 +81,18 @@ on every device: ``psum`` would multiply it by the number of devices (``weince_l
 
 from weince_core import WEINCEConfig
 
+from .forms import explicit_negatives, multi_positive, two_tower
 from .loss import WEINCEState, init_state, weince_loss
 
-__all__ = ["WEINCEConfig", "WEINCEState", "init_state", "weince_loss"]
+two_view = weince_loss  # the two-view form under the name the other forms follow
+
+__all__ = [
+    "WEINCEConfig",
+    "WEINCEState",
+    "explicit_negatives",
+    "init_state",
+    "multi_positive",
+    "two_tower",
+    "two_view",
+    "weince_loss",
+]

@@ -10,7 +10,14 @@ Functional form, state kept by the caller::
     state = weince_torch.init_state(config, device=device)
     loss, state, stats = weince_torch.weince_loss(z_i, z_j, state, config)
 
-Both run the core's forward and analytic gradient (SPEC.md), with no host synchronisation,
+The pairing forms of SPEC.md section 9, each a criterion and a function (same arguments)::
+
+    WEINCEClipLoss()(image_features, text_features, logit_scale.exp())   # CLIP, two-tower
+    WEINCEQueueLoss()(q, k, queue.detach())      # a queue (L, d) or paired negatives (N, P, d)
+    WEINCESupConLoss()(z, labels)                # supervised contrastive, several positives
+    weince_torch.two_tower(x, y, state, config, scale=scale)  # -> (loss, new_state, stats)
+
+All run the core's forward and analytic gradient (SPEC.md), with no host synchronisation,
 under ``torch.autocast`` and under ``torch.compile(fullgraph=True)``.
 
 Under ``torch.distributed`` (DDP, ``torchrun``), ``gather="auto"`` (the default of both) makes
@@ -21,9 +28,25 @@ it local (see ``weince_torch.distributed``).
 from weince_core import WEINCEConfig
 
 from . import _triton
+from .forms import explicit_negatives, multi_positive, two_tower
 from .functional import STAT_KEYS, init_state, weince_loss
-from .module import WEINCELoss
+from .module import WEINCEClipLoss, WEINCELoss, WEINCEQueueLoss, WEINCESupConLoss
 
 _triton.enable_from_environment()  # the GPU kernels, where Triton and a CUDA device are present
 
-__all__ = ["STAT_KEYS", "WEINCEConfig", "WEINCELoss", "init_state", "weince_loss"]
+two_view = weince_loss  # the two-view form under the name the other forms follow
+
+__all__ = [
+    "STAT_KEYS",
+    "WEINCEClipLoss",
+    "WEINCEConfig",
+    "WEINCELoss",
+    "WEINCEQueueLoss",
+    "WEINCESupConLoss",
+    "explicit_negatives",
+    "init_state",
+    "multi_positive",
+    "two_tower",
+    "two_view",
+    "weince_loss",
+]

@@ -109,8 +109,12 @@ def collectives(group: Any) -> wc.Collectives:
     return wc.Collectives(rank, world_size, gather, total, sum_scatter)
 
 
-def check_inputs(z_i: torch.Tensor, z_j: torch.Tensor, group: Any) -> None:
+def check_inputs(
+    z_i: torch.Tensor, z_j: torch.Tensor, group: Any, *, names: tuple[str, str] = ("z_i", "z_j")
+) -> None:
     """Raise on every process unless all hold views of one shape and dtype on the group's device.
+
+    ``names``: what the errors call the two inputs (``("x", "y")`` for the two-tower form).
 
     The shapes are exchanged (one small all-gather, read back to the host) only when this
     process's shapes or dtypes differ from the last ones found equal on every process of
@@ -124,17 +128,17 @@ def check_inputs(z_i: torch.Tensor, z_j: torch.Tensor, group: Any) -> None:
     ``DistributedSampler``) are checked.
     """
     _check_device(z_i, group)
-    key = (tuple(z_i.shape), tuple(z_j.shape), z_i.dtype, z_j.dtype)
+    key = (names, tuple(z_i.shape), tuple(z_j.shape), z_i.dtype, z_j.dtype)
     if _checked.get(group) == key:
         return
     world_size = dist.get_world_size(group)
     mine = [_dtype_code(z_i.dtype), _dtype_code(z_j.dtype), *_dims(z_i), *_dims(z_j)]
     local = torch.tensor(mine, dtype=torch.int64, device=z_i.device)
     everyone = _all_gather(local, group, world_size).reshape(world_size, len(mine)).tolist()
-    for name, column in (("z_i", 2), ("z_j", 4)):
+    for name, column in ((names[0], 2), (names[1], 4)):
         _require_equal(everyone, column, f"{name} has {{}} rows", "the same number of rows")
         _require_equal(everyone, column + 1, f"{name} has {{}} columns", "the same embedding size")
-    for name, column in (("z_i", 0), ("z_j", 1)):
+    for name, column in ((names[0], 0), (names[1], 1)):
         _require_equal(everyone, column, f"{name} is {{}}", "inputs of one dtype", _dtype_name)
     _checked[group] = key
 

@@ -1,4 +1,6 @@
-"""``WEINCELoss``: the WEINCE loss as an ``nn.Module`` criterion that keeps its own state."""
+"""The WEINCE criteria as ``nn.Module``s that keep their own state: ``WEINCELoss`` (two-view),
+``WEINCEClipLoss`` (two-tower), ``WEINCEQueueLoss`` (explicit negatives), ``WEINCESupConLoss``
+(multi-positive)."""
 
 from __future__ import annotations
 
@@ -11,11 +13,53 @@ from torch import nn
 from weince_core import WEINCEConfig
 from weince_core.validation import check_config
 
+from . import forms
 from .distributed import check_gather
 from .functional import _check_tensors, init_state, weince_loss
 
 
-class WEINCELoss(nn.Module):
+class _StatefulCriterion(nn.Module):
+    """A criterion holding ``config``, the ``beta_t`` buffer and ``last_stats`` (see
+    ``WEINCELoss`` for the rules every WEINCE criterion follows)."""
+
+    beta_t: torch.Tensor
+
+    def __init__(self, config: WEINCEConfig | None, overrides: dict[str, Any]) -> None:
+        super().__init__()
+        config = check_config(config)
+        self.config = config.replace(**overrides) if overrides else config
+        self.register_buffer("beta_t", init_state(self.config).reshape(1))
+        self.last_stats: dict[str, torch.Tensor] = {}
+
+    def _check_device(self, name: str, value: torch.Tensor) -> None:
+        if value.device != self.beta_t.device:
+            raise ValueError(
+                f"{name} is on {value.device} but the criterion's state (beta_t) is on "
+                f"{self.beta_t.device}: move the criterion with "
+                f"criterion.to({str(value.device)!r})"
+            )
+
+    def _step(self, loss: torch.Tensor, new_state: torch.Tensor, stats: Any) -> torch.Tensor:
+        """Keep ``new_state`` in a training step (training mode, grad enabled) and ``stats``."""
+        if self.training and torch.is_grad_enabled():
+            self.beta_t.copy_(new_state)
+        self.last_stats = stats
+        return loss
+
+    def reset_state(self) -> None:
+        """``beta_t <- config.beta_init``, as at construction."""
+        self.beta_t.fill_(self.config.beta_init)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> _StatefulCriterion:
+        state = self.beta_t
+        super()._apply(fn, recurse)
+        if self.beta_t.dtype != torch.float64:
+            # A dtype cast (.half(), .to(torch.bfloat16)): keep the state's float64 value, moved.
+            self.beta_t = state.to(device=self.beta_t.device)
+        return self
+
+
+class WEINCELoss(_StatefulCriterion):
     """Drop-in NT-Xent criterion: ``loss = criterion(z_i, z_j)`` for ``(N, d)`` views (SPEC.md).
 
     ``WEINCELoss()`` is the paper preset; ``WEINCELoss(config=WEINCEConfig.blend())`` another
@@ -69,8 +113,6 @@ class WEINCELoss(nn.Module):
     and is the fast way to run it (each new batch shape compiles once more).
     """
 
-    beta_t: torch.Tensor
-
     def __init__(
         self,
         config: WEINCEConfig | None = None,
@@ -78,42 +120,130 @@ class WEINCELoss(nn.Module):
         gather: bool | str | dist.ProcessGroup = "auto",
         **overrides: Any,
     ) -> None:
-        super().__init__()
-        config = check_config(config)
+        super().__init__(config, overrides)
         check_gather(gather)
         self.gather = gather
-        self.config = config.replace(**overrides) if overrides else config
-        self.register_buffer("beta_t", init_state(self.config).reshape(1))
-        self.last_stats: dict[str, torch.Tensor] = {}
 
     def forward(self, z_i: torch.Tensor, z_j: torch.Tensor) -> torch.Tensor:
         """The loss of the views ``z_i``, ``z_j`` (rows paired); updates ``beta_t`` (see class)."""
         _check_tensors(z_i=z_i, z_j=z_j)
-        if z_i.device != self.beta_t.device:
-            raise ValueError(
-                f"z_i is on {z_i.device} but the criterion's state (beta_t) is on "
-                f"{self.beta_t.device}: move the criterion with criterion.to({str(z_i.device)!r})"
-            )
+        self._check_device("z_i", z_i)
         loss, new_state, stats = weince_loss(
             z_i, z_j, self.beta_t[0], self.config, gather=self.gather
         )
-        if self.training and torch.is_grad_enabled():
-            self.beta_t.copy_(new_state)
-        self.last_stats = stats
-        return loss
-
-    def reset_state(self) -> None:
-        """``beta_t <- config.beta_init``, as at construction."""
-        self.beta_t.fill_(self.config.beta_init)
+        return self._step(loss, new_state, stats)
 
     def extra_repr(self) -> str:
         gather = "" if isinstance(self.gather, str) else f", gather={self.gather!r}"
         return f"config={self.config!r}{gather}"
 
-    def _apply(self, fn: Any, recurse: bool = True) -> WEINCELoss:
-        state = self.beta_t
-        super()._apply(fn, recurse)
-        if self.beta_t.dtype != torch.float64:
-            # A dtype cast (.half(), .to(torch.bfloat16)): keep the state's float64 value, moved.
-            self.beta_t = state.to(device=self.beta_t.device)
-        return self
+
+class WEINCEClipLoss(_StatefulCriterion):
+    """Drop-in for open_clip's ``ClipLoss``: ``criterion(image_features, text_features,
+    logit_scale.exp())``, the two-tower form of SPEC.md section 9 (see ``forms.two_tower``).
+
+    ``logit_scale`` (here its exponential, the ``scale``) multiplies the similarities where
+    ``1 / temperature`` does in the two-view form; the gradient reaches it. With the preset
+    ``WEINCEConfig.infonce()`` the loss is CLIP's symmetric cross-entropy. State
+    (``beta_t``), ``last_stats`` and training-step rules as in ``WEINCELoss``;
+    ``last_stats["lambda"]`` holds the image rows, then the text rows.
+
+    Several processes (``gather``, as in ``WEINCELoss``): each process passes its own rows of
+    both towers, gathered like open_clip's ``gather_with_grad=True``; the loss is exactly that
+    of one process holding the whole batch. ``local_loss=True`` computes only the process's
+    own rows against every column (less work, the same loss and gradients: the statistics
+    are those of the global batch). Local, it works under ``torch.compile(fullgraph=True)``.
+    """
+
+    def __init__(
+        self,
+        config: WEINCEConfig | None = None,
+        *,
+        local_loss: bool = False,
+        gather: bool | str | dist.ProcessGroup = "auto",
+        **overrides: Any,
+    ) -> None:
+        super().__init__(config, overrides)
+        check_gather(gather)
+        if not isinstance(local_loss, bool):
+            raise TypeError(f"local_loss must be True or False; got {type(local_loss).__name__}")
+        self.gather, self.local_loss = gather, local_loss
+
+    def forward(
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        logit_scale: torch.Tensor | float | None = None,
+        output_dict: bool = False,
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The loss of matched rows (``logit_scale``: the scale, ``exp`` of CLIP's parameter;
+        ``None``: ``1 / config.temperature``); ``output_dict`` as open_clip's."""
+        _check_tensors(image_features=image_features, text_features=text_features)
+        self._check_device("image_features", image_features)
+        loss, new_state, stats = forms.two_tower(
+            image_features,
+            text_features,
+            self.beta_t[0],
+            self.config,
+            scale=logit_scale,
+            gather=self.gather,
+            local_loss=self.local_loss,
+        )
+        loss = self._step(loss, new_state, stats)
+        return {"contrastive_loss": loss} if output_dict else loss
+
+
+class WEINCEQueueLoss(_StatefulCriterion):
+    """``criterion(q, k, negatives)``: queries against their keys and explicit negatives, the
+    explicit-negatives form of SPEC.md section 9 (see ``forms.explicit_negatives``).
+
+    ``negatives`` is a queue or memory bank ``(L, d)`` shared by every query (MoCo; pass
+    ``queue.detach()`` or a buffer), or ``(N, P, d)``: ``P`` negatives of each query's own
+    (mined negatives, info-nce-pytorch's ``negative_mode="paired"``). ``in_batch_negatives``:
+    the other queries' keys are negatives too. State, ``last_stats`` and training-step rules
+    as in ``WEINCELoss``. Works under ``torch.compile(fullgraph=True)``.
+    """
+
+    def __init__(
+        self,
+        config: WEINCEConfig | None = None,
+        *,
+        in_batch_negatives: bool = False,
+        **overrides: Any,
+    ) -> None:
+        super().__init__(config, overrides)
+        if not isinstance(in_batch_negatives, bool):
+            raise TypeError(
+                f"in_batch_negatives must be True or False; got {type(in_batch_negatives).__name__}"
+            )
+        self.in_batch_negatives = in_batch_negatives
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        """The loss of queries ``q`` ``(N, d)``, keys ``k`` ``(N, d)`` and ``negatives``."""
+        _check_tensors(q=q, k=k, negatives=negatives)
+        self._check_device("q", q)
+        loss, new_state, stats = forms.explicit_negatives(
+            q, k, negatives, self.beta_t[0], self.config, in_batch_negatives=self.in_batch_negatives
+        )
+        return self._step(loss, new_state, stats)
+
+
+class WEINCESupConLoss(_StatefulCriterion):
+    """``criterion(z, labels)``: supervised contrastive (SupCon ``L_out``), the multi-positive
+    form of SPEC.md section 9 (see ``forms.multi_positive``).
+
+    ``z`` ``(R, d)`` (every view of every sample as a row), ``labels`` ``(R,)`` integers: rows
+    with one label are positives of each other, as pytorch-metric-learning's
+    ``SupConLoss()(embeddings, labels)``. State, ``last_stats`` and training-step rules as in
+    ``WEINCELoss``. Works under ``torch.compile(fullgraph=True)``.
+    """
+
+    def __init__(self, config: WEINCEConfig | None = None, **overrides: Any) -> None:
+        super().__init__(config, overrides)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss of the rows ``z`` with their ``labels``."""
+        _check_tensors(z=z, labels=labels)
+        self._check_device("z", z)
+        loss, new_state, stats = forms.multi_positive(z, labels, self.beta_t[0], self.config)
+        return self._step(loss, new_state, stats)

@@ -75,3 +75,50 @@ def test_ranks_reproduce_the_single_device_run(world_size, preset):
             np.testing.assert_allclose(r_gi, g_i[rows], rtol=1e-9, atol=1e-15)
             np.testing.assert_allclose(r_gj, g_j[rows], rtol=1e-9, atol=1e-15)
             states.append(r_state)
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+@pytest.mark.parametrize("preset", ["paper", "blend", "infonce"])
+@pytest.mark.parametrize("one_pass", [True, False], ids=["value_and_grad", "forward_backward"])
+def test_two_tower_ranks_reproduce_the_single_device_run(world_size, preset, one_pass):
+    # Each rank holds a slice of both towers: its rows of x and of y against every rank's
+    # columns. The loss, state, statistics and dL/dscale are the whole batch's.
+    rng = np.random.default_rng(10 + world_size)
+    n, d = 12 * world_size, 6
+    config = wc.WEINCEConfig.preset(preset, min_tail=8, top_m=6, beta_min_tail=64)
+    state = np.asarray(config.beta_init)
+    scale = np.asarray(7.0)
+    local = n // world_size
+    states = [state] * world_size
+    for _ in range(2):
+        x = rng.normal(size=(n, d))
+        y = x + 0.5 * rng.normal(size=(n, d))
+        loss, (g_x, g_y, g_s), state, stats = wc.two_tower_value_and_grad(
+            x, y, state, config, scale=scale
+        )
+
+        def run(rank, collectives, beta, x=x, y=y):
+            rows = slice(rank * local, (rank + 1) * local)
+            args = (x[rows], y[rows], beta, config)
+            if one_pass:
+                r_loss, grads, r_state, r_stats = wc.two_tower_value_and_grad(
+                    *args, scale=scale, collectives=collectives
+                )
+                return (r_loss, r_state, r_stats), grads
+            out = wc.two_tower_forward(*args, scale=scale, collectives=collectives)
+            return out[:3], wc.two_tower_backward(out[3], config, collectives=collectives)
+
+        with ThreadPoolExecutor(world_size) as pool:
+            results = list(pool.map(run, range(world_size), thread_collectives(world_size), states))
+        states = []
+        for rank, ((r_loss, r_state, r_stats), (r_gx, r_gy, r_gs)) in enumerate(results):
+            rows = slice(rank * local, (rank + 1) * local)
+            np.testing.assert_allclose(r_loss, loss, rtol=1e-12)
+            np.testing.assert_allclose(r_state, state, rtol=1e-12)
+            np.testing.assert_allclose(r_stats["rho0"], stats["rho0"], rtol=1e-12)
+            lam = np.concatenate([stats["lambda"][:n][rows], stats["lambda"][n:][rows]])
+            np.testing.assert_allclose(r_stats["lambda"], lam, rtol=1e-12)
+            np.testing.assert_allclose(r_gx, g_x[rows], rtol=1e-9, atol=1e-15)
+            np.testing.assert_allclose(r_gy, g_y[rows], rtol=1e-9, atol=1e-15)
+            np.testing.assert_allclose(r_gs, g_s, rtol=1e-9)
+            states.append(r_state)

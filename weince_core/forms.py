@@ -1,0 +1,738 @@
+"""The pairing forms of SPEC.md section 9: two-tower (CLIP), explicit negatives (a MoCo queue, a
+memory bank, mined negatives) and multi-positive (SupCon), and the two-view form's new names.
+
+Each form only lays its inputs out as rows (``rows.py``): a similarity matrix, each row's
+positive column(s) and negative columns. The loss, the statistics and ``dL/dsim`` are the
+rows code's, the same for every form; the form turns ``dL/dsim`` back into gradients of its
+inputs. Every form has the same four functions as the two-view form:
+
+- ``<form>(..., state, config)``: ``(loss, new_state, stats)``, no gradient;
+- ``<form>_forward``: ``(loss, new_state, stats, residuals)``, O(inputs) residuals;
+- ``<form>_backward(residuals, config)``: the gradients, ``S`` recomputed from the residuals;
+- ``<form>_value_and_grad``: ``(loss, grads, new_state, stats)`` in one pass.
+
+``grads`` are in the order of the form's differentiable inputs: ``(g_i, g_j)``,
+``(g_x, g_y, g_scale)``, ``(g_q, g_k, g_n)``, ``(g_z,)``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, NamedTuple
+
+from array_api_compat import device, is_numpy_array
+
+from .collectives import Collectives, total
+from .config import WEINCEConfig
+from .nt_xent import (
+    NORM_FLOOR,
+    nt_xent,
+    nt_xent_backward,
+    nt_xent_forward,
+    nt_xent_value_and_grad,
+)
+from .ops import (
+    canonical_columns,
+    cast_gradient,
+    detached,
+    first_copies,
+    row_norms,
+    similarity,
+    symmetrized_product,
+)
+from .rows import RowsResiduals, rows_backward, rows_forward, rows_value_and_grad
+from .validation import (
+    check_config,
+    check_floating,
+    check_same_device,
+    compute_dtype,
+    namespace_of,
+)
+
+Array = Any
+Namespace = Any
+
+# The two-view form (SimCLR, NT-Xent) under the names of the pairing forms. The nt_xent_*
+# names are its aliases, kept for one release.
+two_view = nt_xent
+two_view_forward = nt_xent_forward
+two_view_backward = nt_xent_backward
+two_view_value_and_grad = nt_xent_value_and_grad
+
+
+class FormResiduals(NamedTuple):
+    """What a pairing form's backward pass keeps from its forward pass: O(inputs) memory."""
+
+    units: tuple[Array, ...]  # the unit rows of each differentiable input (this rank's)
+    norms: tuple[Array, ...]  # max(||row||, 1e-8) of each, the shape of the input less d
+    columns: tuple[Array, ...]  # two-tower over ranks: the unit rows of every rank, else ()
+    labels: Array | None  # multi-positive: the labels
+    in_batch_negatives: bool  # explicit negatives: the option
+    rows: RowsResiduals
+
+
+class _Rows(NamedTuple):
+    """A form's rows, the arguments of ``rows_forward``."""
+
+    sim: Array
+    positive: Array
+    negatives: Array | None
+    num_negatives: int
+    # Whether every negative similarity is finite, where the inputs tell it cheaply (finite
+    # unit rows have finite products); None: counted in sim.
+    negatives_finite: Array | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks (shapes, dtypes, devices; never values on a device)
+
+
+def _check_state(state: Array, like: Array, like_name: str, xp: Namespace) -> None:
+    if state.ndim != 0:
+        raise ValueError(
+            f"state must be a 0-d array (beta_t) from init_state; got shape {tuple(state.shape)}"
+        )
+    check_floating("state", state, xp)
+    check_same_device(("state", like_name), state, like)
+
+
+def _check_rows(name: str, x: Array, xp: Namespace, *, ndim: int = 2) -> None:
+    if x.ndim != ndim:
+        shape = "(N, d)" if ndim == 2 else "(N, P, d)"
+        raise ValueError(
+            f"{name} must be a {ndim}-D array of shape {shape}; got shape {tuple(x.shape)}"
+        )
+    if x.shape[-1] < 1:
+        raise ValueError(f"{name} needs at least one column; got shape {tuple(x.shape)}")
+    check_floating(name, x, xp)
+
+
+def _check_like(name: str, x: Array, first: str, like: Array) -> None:
+    if x.dtype != like.dtype:
+        raise TypeError(f"{name} must have the dtype of {first} ({like.dtype}); got {x.dtype}")
+    check_same_device((name, first), x, like)
+
+
+def _check_two_tower(x: Array, y: Array, state: Array, scale: Any) -> Namespace:
+    xp = namespace_of(x=x, y=y, state=state)
+    _check_rows("x", x, xp)
+    _check_rows("y", y, xp)
+    if tuple(y.shape) != tuple(x.shape):
+        raise ValueError(
+            f"y must have the shape of x {tuple(x.shape)} (N matched pairs of the same width); "
+            f"got {tuple(y.shape)}"
+        )
+    if x.shape[0] < 2:
+        raise ValueError(f"x and y need N >= 2 pairs (rows); got N = {x.shape[0]}")
+    _check_like("y", y, "x", x)
+    _check_state(state, x, "x", xp)
+    if scale is None or isinstance(scale, bool):
+        if scale is not None:
+            raise TypeError("scale must be a positive number, a 0-d array or None; got bool")
+        return xp
+    if isinstance(scale, numbers.Real):
+        if not float(scale) > 0:
+            raise ValueError(f"scale must be positive (CLIP's logit_scale.exp()); got {scale}")
+        return xp
+    namespace_of(scale=scale, x=x)
+    if scale.ndim != 0:
+        raise ValueError(f"scale must be a 0-d array; got shape {tuple(scale.shape)}")
+    check_floating("scale", scale, xp)
+    check_same_device(("scale", "x"), scale, x)
+    if is_numpy_array(scale) and not scale > 0:  # a host value: read without synchronising
+        raise ValueError(f"scale must be positive (CLIP's logit_scale.exp()); got {scale}")
+    return xp
+
+
+def _check_explicit(q: Array, k: Array, n: Array, state: Array, in_batch: Any) -> Namespace:
+    xp = namespace_of(q=q, k=k, n=n, state=state)
+    _check_rows("q", q, xp)
+    _check_rows("k", k, xp)
+    if tuple(k.shape) != tuple(q.shape):
+        raise ValueError(
+            f"k must have the shape of q {tuple(q.shape)} (one positive key per query); "
+            f"got {tuple(k.shape)}"
+        )
+    rows, width = q.shape
+    if rows < 1:
+        raise ValueError("q and k need at least one row")
+    if n.ndim not in (2, 3):
+        raise ValueError(
+            f"n must be (L, d) negatives shared by every query or (N, P, d) per query; "
+            f"got shape {tuple(n.shape)}"
+        )
+    if n.shape[-1] != width:
+        raise ValueError(f"n must have d = {width} columns like q; got shape {tuple(n.shape)}")
+    if n.ndim == 3 and n.shape[0] != rows:
+        raise ValueError(
+            f"paired n must have shape (N, P, d) with N = {rows} like q; got {tuple(n.shape)}"
+        )
+    if n.shape[-2] < 1:
+        raise ValueError(f"n needs at least one negative; got shape {tuple(n.shape)}")
+    check_floating("n", n, xp)
+    _check_like("k", k, "q", q)
+    _check_like("n", n, "q", q)
+    _check_state(state, q, "q", xp)
+    if not isinstance(in_batch, bool):
+        raise TypeError(f"in_batch_negatives must be True or False; got {type(in_batch).__name__}")
+    return xp
+
+
+def _check_multi_positive(z: Array, labels: Array, state: Array) -> Namespace:
+    xp = namespace_of(z=z, labels=labels, state=state)
+    _check_rows("z", z, xp)
+    if z.shape[0] < 2:
+        raise ValueError(f"z needs R >= 2 rows; got shape {tuple(z.shape)}")
+    if tuple(labels.shape) != (z.shape[0],):
+        raise ValueError(
+            f"labels must have shape (R,) = ({z.shape[0]},), one per row of z; "
+            f"got {tuple(labels.shape)}"
+        )
+    if not xp.isdtype(labels.dtype, "integral"):
+        raise TypeError(f"labels must have an integer dtype; got {labels.dtype}")
+    check_same_device(("labels", "z"), labels, z)
+    _check_state(state, z, "z", xp)
+    return xp
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared pieces
+
+
+def _unit_rows(x: Array, dtype: Any, xp: Namespace) -> tuple[Array, Array]:
+    """``x`` in ``dtype`` with unit rows (last axis), and the norms it was divided by."""
+    x = xp.astype(detached(x, xp), dtype, copy=False)
+    flat = xp.reshape(x, (-1, x.shape[-1]))
+    norms = xp.reshape(xp.clip(row_norms(flat, xp), min=NORM_FLOOR), x.shape[:-1])
+    return x / norms[..., None], norms
+
+
+def _input_gradient(g_u: Array, u: Array, norm: Array, xp: Namespace) -> Array:
+    """``dL/dx`` from ``dL/du`` through ``u = x / max(||x||, 1e-8)`` (SPEC.md section 6)."""
+    return (g_u - u * xp.sum(u * g_u, axis=-1, keepdims=True)) / norm[..., None]
+
+
+def _canonical(sim: Array, candidates: Array, xp: Namespace) -> Array:
+    """``sim`` with bitwise-equal candidate rows given bitwise-equal columns (SPEC.md section 8)."""
+    return canonical_columns(sim, *first_copies(candidates, xp), xp)
+
+
+def _as_scale(scale: Any, config: WEINCEConfig, dtype: Any, like: Array, xp: Namespace) -> Array:
+    """``scale`` as a 0-d array in the compute dtype; ``None`` is ``1 / tau``."""
+    if scale is None:
+        scale = 1.0 / config.temperature
+    if isinstance(scale, numbers.Real):
+        return xp.full((), float(scale), dtype=dtype, device=device(like))
+    return xp.astype(detached(scale, xp), dtype)
+
+
+def _finish(
+    grads: list[Array], dtypes: list[Any], grad_output: Array | None, xp: Namespace
+) -> tuple[Array, ...]:
+    if grad_output is not None:
+        grads = [g * grad_output for g in grads]
+    return tuple(
+        g if dtype is None else cast_gradient(g, dtype, xp)
+        for g, dtype in zip(grads, dtypes, strict=True)
+    )
+
+
+def _run_rows(
+    layout: _Rows,
+    state: Array,
+    config: WEINCEConfig,
+    xp: Namespace,
+    *,
+    with_grad: bool,
+    collectives: Collectives | None = None,
+    scale: Array | None = None,
+) -> tuple[Array, Array, dict[str, Array], Any]:
+    """``rows_value_and_grad`` (``with_grad``) or ``rows_forward`` on a form's rows."""
+    beta_t = xp.astype(state, layout.sim.dtype)  # a copy
+    run = rows_value_and_grad if with_grad else rows_forward
+    loss, new_beta_t, stats, extra = run(
+        layout.sim,
+        layout.positive,
+        None,
+        beta_t,
+        config,
+        num_negatives=layout.num_negatives,
+        collectives=collectives,
+        negatives=layout.negatives,
+        scale=scale,
+        negatives_finite=layout.negatives_finite,
+    )
+    return loss, xp.astype(new_beta_t, state.dtype), stats, extra
+
+
+def _world_size(collectives: Collectives | None) -> int:
+    return 1 if collectives is None else collectives.world_size
+
+
+# ---------------------------------------------------------------------------------------------
+# Two-tower (CLIP): rows [U_x U_y^T ; U_y U_x^T], positive column a mod N
+
+
+def _two_tower_rows(
+    u_x: Array,
+    u_y: Array,
+    columns: tuple[Array, ...],
+    collectives: Collectives | None,
+    xp: Namespace,
+) -> _Rows:
+    n = u_x.shape[0]
+    own = xp.arange(n, device=device(u_x))
+    if collectives is None:
+        # One product for both blocks: the texts' block is the images' transposed. Copies are
+        # canonicalised along both axes, so that both blocks have canonical columns.
+        by_y = _canonical(_canonical(similarity(u_x, u_y, xp), u_y, xp).T, u_x, xp)  # (N_y, N_x)
+        sim = xp.concat([by_y.T, by_y], axis=0)
+        pairs = n
+        finite = xp.all(xp.isfinite(u_x)) & xp.all(xp.isfinite(u_y))
+    else:
+        x_all, y_all = columns
+        own = own + collectives.rank * n
+        sim = xp.concat(
+            [
+                _canonical(similarity(u_x, y_all, xp), y_all, xp),
+                _canonical(similarity(u_y, x_all, xp), x_all, xp),
+            ],
+            axis=0,
+        )
+        pairs = x_all.shape[0]
+        finite = xp.all(xp.isfinite(x_all)) & xp.all(xp.isfinite(y_all))
+    # Every row has N - 1 >= 1 negatives: they are finite exactly where the unit rows are.
+    return _Rows(sim, xp.concat([own, own]), None, pairs - 1, finite)
+
+
+def _two_tower_unit_gradients(
+    d_sim: Array,
+    u_x: Array,
+    u_y: Array,
+    columns: tuple[Array, ...],
+    collectives: Collectives | None,
+) -> tuple[Array, Array]:
+    """``dL/dU_x`` and ``dL/dU_y`` (this rank's rows) from ``dL/dS`` of its ``2n`` rows."""
+    n = u_x.shape[0]
+    images, texts = d_sim[:n, :], d_sim[n:, :]
+    if collectives is None:
+        d_pairs = images + texts.T  # dL/d(U_x U_y^T): the texts' rows are its transpose
+        return d_pairs @ u_y, d_pairs.T @ u_x
+    x_all, y_all = columns
+    # This rank's rows are also columns of every rank's rows: those terms come home summed.
+    g_x = images @ y_all + collectives.sum_scatter(texts.T @ u_y)
+    g_y = texts @ x_all + collectives.sum_scatter(images.T @ u_x)
+    return g_x, g_y
+
+
+def _two_tower(
+    x: Array,
+    y: Array,
+    state: Array,
+    config: WEINCEConfig | None,
+    scale: Any,
+    collectives: Collectives | None,
+    grad_dtype: Any,
+) -> tuple[Array, Array, dict[str, Array], Any]:
+    config = check_config(config)
+    xp = _check_two_tower(x, y, state, scale)
+    dtype = compute_dtype(x.dtype, xp)
+    (u_x, norm_x), (u_y, norm_y) = _unit_rows(x, dtype, xp), _unit_rows(y, dtype, xp)
+    columns: tuple[Array, ...] = ()
+    if collectives is not None:
+        columns = (collectives.gather(u_x), collectives.gather(u_y))
+    layout = _two_tower_rows(u_x, u_y, columns, collectives, xp)
+    scale_array = _as_scale(scale, config, dtype, x, xp)
+    run = dict(collectives=collectives, scale=scale_array)
+    if grad_dtype is None:
+        loss, new_state, stats, rows = _run_rows(layout, state, config, xp, with_grad=False, **run)
+        residuals = FormResiduals((u_x, u_y), (norm_x, norm_y), columns, None, False, rows)
+        return loss, new_state, stats, residuals
+    loss, new_state, stats, (d_sim, d_scale) = _run_rows(
+        layout, state, config, xp, with_grad=True, **run
+    )
+    g_ux, g_uy = _two_tower_unit_gradients(d_sim, u_x, u_y, columns, collectives)
+    grads = [
+        _input_gradient(g_ux, u_x, norm_x, xp),
+        _input_gradient(g_uy, u_y, norm_y, xp),
+        total(d_scale, collectives),
+    ]
+    scale_dtype = scale.dtype if hasattr(scale, "dtype") else dtype
+    return loss, new_state, stats, _finish(grads, [grad_dtype, grad_dtype, scale_dtype], None, xp)
+
+
+def two_tower_forward(
+    x: Array,
+    y: Array,
+    state: Array,
+    config: WEINCEConfig | None = None,
+    *,
+    scale: Any = None,
+    collectives: Collectives | None = None,
+) -> tuple[Array, Array, dict[str, Array], FormResiduals]:
+    """``(loss, new_state, stats, residuals)`` of the two-tower (CLIP) form (SPEC.md section 9).
+
+    Args:
+        x: ``(N, d)`` rows of one tower (e.g. images), ``N >= 2``.
+        y: ``(N, d)`` rows of the other (e.g. texts); row ``a`` is the pair of ``x``'s row ``a``.
+        state: ``beta_t`` from ``init_state``.
+        config: the paper preset unless given.
+        scale: CLIP's ``exp(logit_scale)``, a positive 0-d array or number that replaces
+            ``1 / tau`` in the blend's softmax part and the softmax top-M logits (never in
+            the shortfall coordinate); ``None`` is ``1 / config.temperature``. A Python
+            number or a NumPy array is checked to be positive; an array on a device or under
+            ``jit`` is not (reading it would synchronise), and a non-positive one gives a
+            meaningless loss.
+        collectives: ``x`` and ``y`` are this rank's ``n`` rows of a batch joined in rank
+            order: this rank's ``2n`` rows against every rank's columns, with the statistics
+            (``rho0``, the ``beta_t`` tail, the mean) of the whole batch.
+
+    Returns:
+        ``(loss, new_state, stats, residuals)``; ``stats["lambda"]`` (and ``rho``, ``d_aic``)
+        per row: the rows of ``x``, then those of ``y``. ``residuals`` are
+        ``two_tower_backward``'s (the unit rows, O(N d)).
+    """
+    return _two_tower(x, y, state, config, scale, collectives, None)
+
+
+def two_tower_backward(
+    residuals: FormResiduals,
+    config: WEINCEConfig | None = None,
+    *,
+    dtype: Any = None,
+    grad_output: Array | None = None,
+    collectives: Collectives | None = None,
+) -> tuple[Array, Array, Array]:
+    """``(dL/dx, dL/dy, dL/dscale)`` from ``two_tower_forward``'s residuals.
+
+    Args:
+        residuals: from ``two_tower_forward``.
+        config: the configuration of the forward pass.
+        dtype: the dtype of ``dL/dx`` and ``dL/dy`` (the inputs'); ``dL/dscale`` stays in the
+            compute dtype.
+        grad_output: the upstream gradient of the loss, scaling all three.
+        collectives: as in the forward pass; ``dL/dscale`` is then the whole loss's.
+
+    Returns:
+        ``(dL/dx, dL/dy, dL/dscale)``; ``dL/dscale`` a 0-d array, the derivative at the scale
+        used (``1 / tau`` where the forward had ``scale=None``).
+    """
+    config = check_config(config)
+    u_x, u_y = residuals.units
+    norm_x, norm_y = residuals.norms
+    xp = namespace_of(u_x=u_x)
+    layout = _two_tower_rows(u_x, u_y, residuals.columns, collectives, xp)
+    total_rows = layout.sim.shape[0] * _world_size(collectives)
+    d_sim, d_scale = rows_backward(
+        layout.sim, layout.positive, None, residuals.rows, config, total_rows=total_rows
+    )
+    g_ux, g_uy = _two_tower_unit_gradients(d_sim, u_x, u_y, residuals.columns, collectives)
+    grads = [
+        _input_gradient(g_ux, u_x, norm_x, xp),
+        _input_gradient(g_uy, u_y, norm_y, xp),
+        total(d_scale, collectives),
+    ]
+    return _finish(grads, [dtype, dtype, None], grad_output, xp)  # type: ignore[return-value]
+
+
+def two_tower_value_and_grad(
+    x: Array,
+    y: Array,
+    state: Array,
+    config: WEINCEConfig | None = None,
+    *,
+    scale: Any = None,
+    dtype: Any = None,
+    collectives: Collectives | None = None,
+) -> tuple[Array, tuple[Array, Array, Array], Array, dict[str, Array]]:
+    """``(loss, (dL/dx, dL/dy, dL/dscale), new_state, stats)`` of the two-tower form in one
+    pass. Arguments as in ``two_tower_forward``; ``dtype``: that of ``dL/dx`` and ``dL/dy``
+    (default the inputs'); ``dL/dscale`` comes in ``scale``'s dtype (the compute dtype for a
+    number or ``None``, where it is the derivative at ``1 / tau``)."""
+    grad_dtype = x.dtype if dtype is None else dtype
+    loss, new_state, stats, grads = _two_tower(x, y, state, config, scale, collectives, grad_dtype)
+    return loss, grads, new_state, stats
+
+
+def two_tower(
+    x: Array, y: Array, state: Array, config: WEINCEConfig | None = None, *, scale: Any = None
+) -> tuple[Array, Array, dict[str, Array]]:
+    """``(loss, new_state, stats)`` of the two-tower form (no gradient); see
+    ``two_tower_forward``."""
+    loss, new_state, stats, _ = two_tower_forward(x, y, state, config, scale=scale)
+    return loss, new_state, stats
+
+
+# ---------------------------------------------------------------------------------------------
+# Explicit negatives (a queue, a memory bank, mined negatives): row a is query a against
+# [k_a, n_1..n_L(, k_b for b != a)]
+
+
+def _explicit_rows(u_q: Array, u_k: Array, u_n: Array, in_batch: bool, xp: Namespace) -> _Rows:
+    rows = u_q.shape[0]
+    width_n = u_n.shape[-2]
+    index = xp.arange(rows, device=device(u_q))
+    paired = u_n.ndim == 3
+    # Each query has negatives, each negative a query: finite exactly where the unit rows are.
+    finite = xp.all(xp.isfinite(u_q)) & xp.all(xp.isfinite(u_n))
+    if in_batch:
+        finite = finite & xp.all(xp.isfinite(u_k))
+    if paired:  # each query against its own P (elementwise: equal rows give equal values)
+        against_n = xp.sum(u_n * u_q[:, None, :], axis=-1)
+    if in_batch:
+        # The keys as columns after the negatives, the positive among them at width_n + a:
+        # the negatives keep the order of SPEC.md section 9 (the n's, then the other keys).
+        if paired:
+            sim = xp.concat([against_n, _canonical(similarity(u_q, u_k, xp), u_k, xp)], axis=1)
+        else:
+            candidates = xp.concat([u_n, u_k], axis=0)
+            sim = _canonical(similarity(u_q, candidates, xp), candidates, xp)
+        return _Rows(sim, width_n + index, None, width_n + rows - 1, finite)
+    if not paired:
+        against_n = _canonical(similarity(u_q, u_n, xp), u_n, xp)
+    positive_sim = xp.sum(u_q * u_k, axis=1)[:, None]
+    sim = xp.concat([positive_sim, against_n], axis=1)
+    return _Rows(sim, xp.zeros_like(index), None, width_n, finite)
+
+
+def _explicit_unit_gradients(
+    d_sim: Array, u_q: Array, u_k: Array, u_n: Array, in_batch: bool, xp: Namespace
+) -> tuple[Array, Array, Array]:
+    width_n = u_n.shape[-2]
+    if in_batch:
+        d_n, d_k = d_sim[:, :width_n], d_sim[:, width_n:]
+        g_q, g_k = d_k @ u_k, d_k.T @ u_q
+    else:
+        d_positive, d_n = d_sim[:, :1], d_sim[:, 1:]
+        g_q, g_k = d_positive * u_k, d_positive * u_q
+    if u_n.ndim == 3:
+        g_q = g_q + xp.sum(d_n[:, :, None] * u_n, axis=1)
+        g_n = d_n[:, :, None] * u_q[:, None, :]
+    else:
+        g_q = g_q + d_n @ u_n
+        g_n = d_n.T @ u_q
+    return g_q, g_k, g_n
+
+
+def _explicit(
+    q: Array,
+    k: Array,
+    n: Array,
+    state: Array,
+    config: WEINCEConfig | None,
+    in_batch: Any,
+    grad_dtype: Any,
+) -> tuple[Array, Array, dict[str, Array], Any]:
+    config = check_config(config)
+    xp = _check_explicit(q, k, n, state, in_batch)
+    dtype = compute_dtype(q.dtype, xp)
+    units = [_unit_rows(a, dtype, xp) for a in (q, k, n)]
+    (u_q, _), (u_k, _), (u_n, _) = units
+    layout = _explicit_rows(u_q, u_k, u_n, in_batch, xp)
+    if grad_dtype is None:
+        loss, new_state, stats, rows = _run_rows(layout, state, config, xp, with_grad=False)
+        residuals = FormResiduals(
+            tuple(u for u, _ in units), tuple(s for _, s in units), (), None, in_batch, rows
+        )
+        return loss, new_state, stats, residuals
+    del layout  # S goes with the rows' call (a temporary): rebuilt inside the expression
+    loss, new_state, stats, d_sim = _run_rows(
+        _explicit_rows(u_q, u_k, u_n, in_batch, xp), state, config, xp, with_grad=True
+    )
+    unit_grads = _explicit_unit_gradients(d_sim, u_q, u_k, u_n, in_batch, xp)
+    grads = [_input_gradient(g, u, s, xp) for g, (u, s) in zip(unit_grads, units, strict=True)]
+    return loss, new_state, stats, _finish(grads, [grad_dtype] * 3, None, xp)
+
+
+def explicit_negatives_forward(
+    q: Array,
+    k: Array,
+    n: Array,
+    state: Array,
+    config: WEINCEConfig | None = None,
+    *,
+    in_batch_negatives: bool = False,
+) -> tuple[Array, Array, dict[str, Array], FormResiduals]:
+    """``(loss, new_state, stats, residuals)`` of the explicit-negatives form (SPEC.md section 9).
+
+    Args:
+        q: ``(N, d)`` queries.
+        k: ``(N, d)`` their positive keys.
+        n: negatives, ``(L, d)`` shared by every query (a queue or a memory bank: its filled
+            entries) or ``(N, P, d)``, query ``a`` against its own ``P`` (paired).
+        state: ``beta_t`` from ``init_state``.
+        config: the paper preset unless given.
+        in_batch_negatives: the other queries' keys are negatives too (``K = L + N - 1``).
+
+    Returns:
+        ``(loss, new_state, stats, residuals)``, the statistics per query.
+    """
+    return _explicit(q, k, n, state, config, in_batch_negatives, None)
+
+
+def explicit_negatives_backward(
+    residuals: FormResiduals,
+    config: WEINCEConfig | None = None,
+    *,
+    dtype: Any = None,
+    grad_output: Array | None = None,
+) -> tuple[Array, Array, Array]:
+    """``(dL/dq, dL/dk, dL/dn)`` from ``explicit_negatives_forward``'s residuals.
+
+    Args:
+        residuals: from ``explicit_negatives_forward``.
+        config: the configuration of the forward pass.
+        dtype: the dtype to return the gradients in (the inputs').
+        grad_output: the upstream gradient of the loss.
+
+    Returns:
+        ``(dL/dq, dL/dk, dL/dn)`` (a queue's gradient is there too: detach it to drop it).
+    """
+    config = check_config(config)
+    u_q, u_k, u_n = residuals.units
+    xp = namespace_of(u_q=u_q)
+    in_batch = residuals.in_batch_negatives
+    layout = _explicit_rows(u_q, u_k, u_n, in_batch, xp)
+    d_sim = rows_backward(layout.sim, layout.positive, None, residuals.rows, config)
+    unit_grads = _explicit_unit_gradients(d_sim, u_q, u_k, u_n, in_batch, xp)
+    grads = [
+        _input_gradient(g, u, s, xp)
+        for g, u, s in zip(unit_grads, residuals.units, residuals.norms, strict=True)
+    ]
+    return _finish(grads, [dtype] * 3, grad_output, xp)  # type: ignore[return-value]
+
+
+def explicit_negatives_value_and_grad(
+    q: Array,
+    k: Array,
+    n: Array,
+    state: Array,
+    config: WEINCEConfig | None = None,
+    *,
+    in_batch_negatives: bool = False,
+    dtype: Any = None,
+) -> tuple[Array, tuple[Array, Array, Array], Array, dict[str, Array]]:
+    """``(loss, (dL/dq, dL/dk, dL/dn), new_state, stats)`` in one pass; arguments as in
+    ``explicit_negatives_forward``, ``dtype`` that of the gradients (default the inputs')."""
+    grad_dtype = q.dtype if dtype is None else dtype
+    loss, new_state, stats, grads = _explicit(
+        q, k, n, state, config, in_batch_negatives, grad_dtype
+    )
+    return loss, grads, new_state, stats
+
+
+def explicit_negatives(
+    q: Array,
+    k: Array,
+    n: Array,
+    state: Array,
+    config: WEINCEConfig | None = None,
+    *,
+    in_batch_negatives: bool = False,
+) -> tuple[Array, Array, dict[str, Array]]:
+    """``(loss, new_state, stats)`` of the explicit-negatives form (no gradient); see
+    ``explicit_negatives_forward``."""
+    loss, new_state, stats, _ = explicit_negatives_forward(
+        q, k, n, state, config, in_batch_negatives=in_batch_negatives
+    )
+    return loss, new_state, stats
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-positive (SupCon L_out): row a against every other row; positives share its label
+
+
+def _multi_positive_rows(u: Array, labels: Array, xp: Namespace) -> _Rows:
+    rows = u.shape[0]
+    same = labels[:, None] == labels[None, :]
+    index = xp.arange(rows, device=device(u))
+    own = index[:, None] == index[None, :]
+    sim = _canonical(similarity(u, u, xp), u, xp)
+    return _Rows(sim, same & ~own, ~same, rows - 1)
+
+
+def _multi_positive(
+    z: Array,
+    labels: Array,
+    state: Array,
+    config: WEINCEConfig | None,
+    grad_dtype: Any,
+) -> tuple[Array, Array, dict[str, Array], Any]:
+    config = check_config(config)
+    xp = _check_multi_positive(z, labels, state)
+    labels = detached(labels, xp)
+    u, norm = _unit_rows(z, compute_dtype(z.dtype, xp), xp)
+    if grad_dtype is None:
+        layout = _multi_positive_rows(u, labels, xp)
+        loss, new_state, stats, rows = _run_rows(layout, state, config, xp, with_grad=False)
+        return loss, new_state, stats, FormResiduals((u,), (norm,), (), labels, False, rows)
+    loss, new_state, stats, d_sim = _run_rows(
+        _multi_positive_rows(u, labels, xp), state, config, xp, with_grad=True
+    )
+    g_z = _input_gradient(symmetrized_product(d_sim, u, xp), u, norm, xp)
+    return loss, new_state, stats, _finish([g_z], [grad_dtype], None, xp)
+
+
+def multi_positive_forward(
+    z: Array, labels: Array, state: Array, config: WEINCEConfig | None = None
+) -> tuple[Array, Array, dict[str, Array], FormResiduals]:
+    """``(loss, new_state, stats, residuals)`` of the multi-positive (SupCon ``L_out``) form.
+
+    Args:
+        z: ``(R, d)`` rows, ``R >= 2`` (several views of each sample).
+        labels: ``(R,)`` integers (any values): rows with equal labels are positives of each
+            other, rows with different labels negatives.
+        state: ``beta_t`` from ``init_state``.
+        config: the paper preset unless given.
+
+    Returns:
+        ``(loss, new_state, stats, residuals)``. A row without a positive adds nothing to the
+        loss (0 if no row has one) but enters ``rho0`` and the ``beta_t`` pool; a row without
+        a negative has ``lambda = 0``, ``rho = NaN`` and ``dAIC = 0`` (no kept points: the
+        rule for ``n_a < 2``, as the reference vectors have it).
+    """
+    return _multi_positive(z, labels, state, config, None)
+
+
+def multi_positive_backward(
+    residuals: FormResiduals,
+    config: WEINCEConfig | None = None,
+    *,
+    dtype: Any = None,
+    grad_output: Array | None = None,
+) -> tuple[Array]:
+    """``(dL/dz,)`` from ``multi_positive_forward``'s residuals (``dtype``, ``grad_output`` as in
+    ``explicit_negatives_backward``)."""
+    config = check_config(config)
+    (u,), (norm,) = residuals.units, residuals.norms
+    xp = namespace_of(u=u)
+    layout = _multi_positive_rows(u, residuals.labels, xp)
+    d_sim = rows_backward(
+        layout.sim, layout.positive, None, residuals.rows, config, negatives=layout.negatives
+    )
+    g_z = _input_gradient(symmetrized_product(d_sim, u, xp), u, norm, xp)
+    return _finish([g_z], [dtype], grad_output, xp)  # type: ignore[return-value]
+
+
+def multi_positive_value_and_grad(
+    z: Array,
+    labels: Array,
+    state: Array,
+    config: WEINCEConfig | None = None,
+    *,
+    dtype: Any = None,
+) -> tuple[Array, tuple[Array], Array, dict[str, Array]]:
+    """``(loss, (dL/dz,), new_state, stats)`` in one pass; arguments as in
+    ``multi_positive_forward``, ``dtype`` that of the gradient (default ``z``'s)."""
+    grad_dtype = z.dtype if dtype is None else dtype
+    loss, new_state, stats, grads = _multi_positive(z, labels, state, config, grad_dtype)
+    return loss, grads, new_state, stats
+
+
+def multi_positive(
+    z: Array, labels: Array, state: Array, config: WEINCEConfig | None = None
+) -> tuple[Array, Array, dict[str, Array]]:
+    """``(loss, new_state, stats)`` of the multi-positive form (no gradient); see
+    ``multi_positive_forward``."""
+    loss, new_state, stats, _ = multi_positive_forward(z, labels, state, config)
+    return loss, new_state, stats
