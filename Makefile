@@ -15,7 +15,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(TORCH_INDEX_ARG) -c constraints.txt -e ".[torch,jax,demo,diagnose,docs,test]"
+	$(BIN)/python -m pip install --quiet $(TORCH_INDEX_ARG) -c constraints.txt -e ".[torch,jax,demo,diagnose,docs,test,kernels]"
 	touch $@
 
 # The main job: train encoders with InfoNCE and WEINCE, compare frozen features (weince-out/demo).

@@ -36,3 +36,6 @@ step crosscheck 240 "$PY" -m weince crosscheck --sizes 256 --preset all --steps 
 step speed 240 "$PY" -m weince bench --devices cuda --repeats 10 --json "$OUT/bench.json" \
   --plot "$OUT/bench.png"
 step primitives 90 "$PY" benchmarks/gpu_primitives.py
+# The Triton kernels (about 3 minutes): their tests natively, against the framework path, and
+# `weince bench` with and without them; logs in $OUT/kernels.log.
+OUT="$OUT" PYTHON="$PY" bash benchmarks/gpu_check_kernels.sh

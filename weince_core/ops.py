@@ -27,6 +27,36 @@ from array_api_compat import (
 Array = Any
 Namespace = Any
 
+# Native kernels that adapters register (``register_kernel``), by operation; each returns
+# ``None`` where it does not apply to its arguments (another framework's arrays, say), and the
+# next one, or the generic path, runs.
+_KERNELS: dict[str, list[Callable[..., Any]]] = {}
+
+
+def register_kernel(name: str, kernel: Callable[..., Any]) -> None:
+    """Route the operation ``name`` through ``kernel`` where it applies (once per kernel).
+
+    Args:
+        name: ``"top_k"`` (``kernel(x, k, excluded, cap)`` as ``top_k``) or ``"row_pass"``
+            (``kernel(sim, lam, excluded, config, total_rows)``: the dense gradient and logsumexp
+            of the rows' blended logits, see ``rows.rows_value_and_grad``).
+        kernel: returns the operation's result, or ``None`` where it does not apply (decided
+            from shapes, dtypes and devices only: no array values).
+    """
+    kernels = _KERNELS.setdefault(name, [])
+    if kernel not in kernels:
+        kernels.append(kernel)
+
+
+def kernel_result(name: str, *args: Any) -> Any:
+    """The result on ``args`` of the first kernel registered for ``name`` that applies, or
+    ``None`` (none applies)."""
+    for kernel in _KERNELS.get(name, ()):
+        result = kernel(*args)
+        if result is not None:
+            return result
+    return None
+
 
 def detached(x: Array, xp: Namespace) -> Array:
     """``x``'s values outside any autograd graph (a PyTorch tensor is detached).
@@ -103,6 +133,9 @@ def top_k(
     exact arithmetic). ``-0.0`` and ``0.0`` are equal keys. The values are ``x``'s own (not
     clipped) at the chosen columns.
     """
+    native = kernel_result("top_k", x, k, excluded, cap)
+    if native is not None:
+        return native
     if is_torch_namespace(xp):
         columns = _top_k_columns_torch(x, k, excluded, cap)
     else:

@@ -28,6 +28,7 @@ from .ops import (
     detached,
     exp_,
     fill_at_most_,
+    kernel_result,
     largest,
     log_,
     logsumexp,
@@ -59,6 +60,14 @@ class RowsResiduals(NamedTuple):
     # Per-row weights in the mean over anchors, (R,), where they differ between rows (rows
     # without a positive weigh 0: the multi-positive form); None: 1 / (rows of every rank).
     row_weight: Array | None = None
+
+
+class _Dense(NamedTuple):
+    """The ``(R, C)`` arrays the forward hands the backward (overwritten there)."""
+
+    matrix: Array  # the softmax P of the blended logits, or with ``scaled`` P * dG/dsim / R
+    distance: Array | None  # 1 - clip_s(sim) (None with the gate off or ``scaled``)
+    scaled: bool
 
 
 def shortfall_logit(sim: Array, config: WEINCEConfig, xp: Namespace) -> Array:
@@ -244,9 +253,10 @@ def _rows_forward(
     negatives_finite: Array | None,
     *,
     keep_dense: bool,
-) -> tuple[Array, Array, dict[str, Array], RowsResiduals, tuple[Array, Array | None] | None]:
+) -> tuple[Array, Array, dict[str, Array], RowsResiduals, _Dense | None]:
     """``rows_forward``, and with ``keep_dense`` the rows' softmax of the blended logits and
-    ``1 - clip_s(sim)`` (``None`` with the gate off) for ``_rows_backward``."""
+    ``1 - clip_s(sim)`` (``None`` with the gate off), or the dense gradient itself, for
+    ``_rows_backward``."""
     xp = array_namespace(sim, positive, beta_t)
     sim, beta_t = detached(sim, xp), detached(beta_t, xp)
     if scale is not None:
@@ -320,23 +330,34 @@ def _rows_forward(
         stats.update(beta_t=beta_t, beta_hat=nan, beta_r2=nan, beta_updated=no_update)
     beta_used = stats["beta_t"]
 
-    logits, distance = _blend(sim, lam, config, xp, keep_distance=keep_dense, scale=scale)
+    # A native kernel (ops.register_kernel) may make the dense gradient in one pass over sim
+    # (rows with excluded columns and 1 / tau: neither per-row masks nor a scale).
+    fused = None
+    if keep_dense and not per_row and scale is None:
+        fused = kernel_result("row_pass", sim, lam, excluded, config, total_rows)
     row_weight = None
-    if per_row:
-        logits = xp.where(positive | negatives, logits, -math.inf)
-        positive_counts = xp.sum(xp.astype(positive, sim.dtype), axis=1)
-        has_positive = positive_counts > 0
-        anchors = total(xp.sum(xp.astype(has_positive, sim.dtype)), collectives)
-        row_weight = xp.where(has_positive, 1.0 / xp.clip(anchors, min=1.0), 0.0)
-        positive_counts = xp.clip(positive_counts, min=1.0)
-        positive_logit = xp.sum(xp.where(positive, logits, 0.0), axis=1) / positive_counts
+    if fused is not None:
+        gradient, lse = fused
+        positive_logit = _blend(_row_values(sim, positive, xp)[:, None], lam, config, xp)[0][:, 0]
+        dense = _Dense(gradient, None, scaled=True)
     else:
-        logits = _without(logits, excluded, xp)
-        positive_logit = _row_values(logits, positive, xp)
-    if keep_dense:
-        probabilities, lse = softmax_(logits, xp)
-    else:
-        lse = logsumexp(logits, xp, overwrite=True)
+        logits, distance = _blend(sim, lam, config, xp, keep_distance=keep_dense, scale=scale)
+        if per_row:
+            logits = xp.where(positive | negatives, logits, -math.inf)
+            positive_counts = xp.sum(xp.astype(positive, sim.dtype), axis=1)
+            has_positive = positive_counts > 0
+            anchors = total(xp.sum(xp.astype(has_positive, sim.dtype)), collectives)
+            row_weight = xp.where(has_positive, 1.0 / xp.clip(anchors, min=1.0), 0.0)
+            positive_counts = xp.clip(positive_counts, min=1.0)
+            positive_logit = xp.sum(xp.where(positive, logits, 0.0), axis=1) / positive_counts
+        else:
+            logits = _without(logits, excluded, xp)
+            positive_logit = _row_values(logits, positive, xp)
+        if keep_dense:
+            probabilities, lse = softmax_(logits, xp)
+            dense = _Dense(probabilities, distance, scaled=False)
+        else:
+            lse = logsumexp(logits, xp, overwrite=True)
     mean = partial(_mean, row_weight=row_weight, total_rows=total_rows, collectives=collectives)
     loss_blend = mean(lse - positive_logit, xp)
     loss = loss_blend
@@ -389,7 +410,7 @@ def _rows_forward(
         scale=scale,
         row_weight=row_weight,
     )
-    return loss, beta_used, stats, residuals, (probabilities, distance) if keep_dense else None
+    return loss, beta_used, stats, residuals, dense if keep_dense else None
 
 
 def _mean(
@@ -470,7 +491,7 @@ def _rows_backward(
     residuals: RowsResiduals,
     config: WEINCEConfig,
     total_rows: int | None,
-    dense: tuple[Array, Array | None] | None,
+    dense: _Dense | None,
     negatives: Array | None,
 ) -> tuple[Array, Array | None]:
     """``rows_backward``'s ``(dL/dsim, dL/dscale or None)``, on ``_rows_forward``'s ``dense``
@@ -497,8 +518,8 @@ def _rows_backward(
             logits = _without(logits, excluded, xp)
         logits -= residuals.lse[:, None]
         d_sim = exp_(logits, xp)  # the probabilities, times dG/dsim in place below
-    else:
-        d_sim, distance = dense
+        dense = _Dense(d_sim, distance, scaled=False)
+    d_sim, distance = dense.matrix, dense.distance
     if per_row:
         positive_counts = xp.clip(xp.sum(xp.astype(positive, sim.dtype), axis=1), min=1.0)
         d_sim = d_sim - xp.where(positive, 1.0 / positive_counts[:, None], 0.0)
@@ -512,20 +533,23 @@ def _rows_backward(
         softmax_slope = (1.0 - lam) / (config.temperature * rows)
     else:
         softmax_slope = per_anchor((1.0 - lam) * inverse_tau)
-    if distance is None:
-        d_sim *= softmax_slope[:, None]
-        positive_slope = softmax_slope
-    else:
+    gated = config.gate != "off"
+    if gated:
         weight = (
             lam * (config.beta_w / rows) if row_weight is None else lam * config.beta_w * row_weight
         )
-        slope = _slope_from_distance(distance, config, xp)
-        slope *= weight[:, None]
-        slope += softmax_slope[:, None]
-        d_sim *= slope
-        if not per_row:
-            positive_sim = _row_values(sim, positive, xp)
-            positive_slope = softmax_slope + weight * shortfall_slope(positive_sim, config, xp)
+    if not dense.scaled:  # (scaled: a kernel made P * dG/dsim / R already)
+        if distance is None:
+            d_sim *= softmax_slope[:, None]
+        else:
+            slope = _slope_from_distance(distance, config, xp)
+            slope *= weight[:, None]
+            slope += softmax_slope[:, None]
+            d_sim *= slope
+    positive_slope = softmax_slope
+    if gated and not per_row:
+        positive_sim = _row_values(sim, positive, xp)
+        positive_slope = softmax_slope + weight * shortfall_slope(positive_sim, config, xp)
 
     if per_row:
         return _per_row_top_m(d_sim, d_scale, sim, positive, negatives, residuals, config, xp)

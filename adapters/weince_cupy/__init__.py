@@ -25,6 +25,7 @@ host, so the call queues GPU work and returns without synchronising.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import cupy
@@ -43,6 +44,11 @@ __all__ = [
     "value_and_grad",
     "weince_loss",
 ]
+
+if os.environ.get("WEINCE_KERNELS", "1").strip().lower() not in ("0", "off", "false", "no"):
+    from . import _kernels
+
+    _kernels.register()  # its CUDA kernels (kernels/*.cu): the tails' selection, the row pass
 
 
 def init_state(

@@ -27,9 +27,12 @@ it local (see ``weince_torch.distributed``).
 
 from weince_core import WEINCEConfig
 
+from . import _triton
 from .forms import explicit_negatives, multi_positive, two_tower
 from .functional import STAT_KEYS, init_state, weince_loss
 from .module import WEINCEClipLoss, WEINCELoss, WEINCEQueueLoss, WEINCESupConLoss
+
+_triton.enable_from_environment()  # the GPU kernels, where Triton and a CUDA device are present
 
 two_view = weince_loss  # the two-view form under the name the other forms follow
 
