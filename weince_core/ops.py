@@ -747,9 +747,16 @@ def _torch_reduced(like: Array) -> bool:
     """Whether PyTorch may multiply float32 matrices on ``like``'s device in reduced precision
     (read from its global settings: no tensor value, no synchronisation)."""
     torch = sys.modules["torch"]
-    if torch.get_float32_matmul_precision() != "highest":
-        return True
-    return like.device.type == "cuda" and bool(torch.backends.cuda.matmul.allow_tf32)
+    if torch.compiler.is_compiling():
+        # The settings are strings a graph cannot hold: a compiled GPU product always splits
+        # (exact either way); CPU float32 products are full precision.
+        return like.device.type != "cpu"
+    try:
+        if torch.get_float32_matmul_precision() != "highest":
+            return True
+        return like.device.type == "cuda" and bool(torch.backends.cuda.matmul.allow_tf32)
+    except RuntimeError:  # the per-backend fp32_precision settings are in use: read those
+        return like.device.type != "cpu" or torch.backends.mkldnn.matmul.fp32_precision != "ieee"
 
 
 def _tf32_part(x: Array) -> Array:
