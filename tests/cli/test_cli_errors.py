@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from weince import bench, cli, crosscheck
+from weince import cli
+from weince.cli import bench, crosscheck
 
 
 @pytest.fixture(autouse=True)
@@ -20,7 +21,7 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(bench, "bench_target", refuse)
     monkeypatch.setattr(crosscheck, "run_job", refuse)
-    demo = pytest.importorskip("weince.demo")
+    demo = pytest.importorskip("weince.cli.demo")
     monkeypatch.setattr(demo, "_compare", refuse)
 
 

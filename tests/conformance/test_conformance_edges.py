@@ -26,8 +26,8 @@ from conformance_cases import (
     outcome,
 )
 
-from weince.backends import TOLERANCES
-from weince.crosscheck import QUANTITIES
+from weince.cli.backends import TOLERANCES
+from weince.cli.crosscheck import QUANTITIES
 from weince_core import WEINCEConfig
 
 TWO_PAIRS = Case("random", n=2, d=8)

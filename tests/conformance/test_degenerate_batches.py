@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from degenerate_cases import CASES, D, N, batches
 
-from weince.crosscheck import reference_results
+from weince.cli.crosscheck import reference_results
 from weince_core import WEINCEConfig
 
 PRESETS = ("paper", "blend")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from forms_cases import GOLDEN_NAMES, golden_inputs
 
-from weince import forms_check
+from weince.cli import forms_check
 
 GOLDEN = 1e-10  # normwise relative, every quantity (SPEC.md: "about 1e-10 relative")
 

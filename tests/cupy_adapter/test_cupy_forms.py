@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from assertions import RTOL_FLOAT64, assert_close_normwise
 
-from weince import forms_check
+from weince.cli import forms_check
 from weince_core import WEINCEConfig
 
 cupy = pytest.importorskip("cupy", reason="CuPy is not installed")

@@ -30,7 +30,7 @@ jnp = pytest.importorskip("jax.numpy")
 check_grads = pytest.importorskip("jax.test_util").check_grads
 
 import weince_jax  # noqa: E402
-from weince import forms_check  # noqa: E402
+from weince.cli import forms_check  # noqa: E402
 from weince_jax import WEINCEConfig, WEINCEState  # noqa: E402
 
 FROZEN = WEINCEConfig.paper(kappa_rho=0.0, kappa_aic=0.0, estimate_beta=False, top_m=5, min_tail=8)

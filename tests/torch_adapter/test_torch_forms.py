@@ -23,7 +23,7 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 import weince_torch  # noqa: E402
-from weince import forms_check  # noqa: E402
+from weince.cli import forms_check  # noqa: E402
 from weince_torch import (  # noqa: E402
     STAT_KEYS,
     WEINCEClipLoss,

@@ -5,7 +5,7 @@ Fits a generalized Pareto distribution to the negative cosine similarities above
 anchors (or batches), tests an exponential (Gumbel-like) tail, follows xi over thresholds and the
 mean excess, and runs WEINCE's own statistics (rho, dAIC, lambda, beta_hat) on the same batches.
 Prints a short report with a verdict: bounded, gumbel-like, check-normalization, inconclusive,
-or that the fit failed. The Python function is weince.diagnosis.diagnose.
+or that the fit failed. The Python function is weince.cli.diagnose.diagnosis.diagnose.
 
 Exit status: 0 with a report, 2 for a usage error.
 """
@@ -110,8 +110,8 @@ def load_embeddings(path: Path, form: str) -> Any:
     """The file's embeddings: ``(z_i, z_j)`` (stacked over steps) for ``two_view``, one array for
     ``single``; ``UsageError`` naming EMBEDDINGS when it cannot be read so."""
     if form == "two_view":
-        from weince.crosscheck import UsageError as InputError
-        from weince.crosscheck import load_batches
+        from weince.cli.crosscheck import UsageError as InputError
+        from weince.cli.crosscheck import load_batches
 
         try:
             batches = load_batches(path, steps=1)
@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         _check_outputs(args)
         embeddings = load_embeddings(args.embeddings, args.form)
-        from weince.diagnosis import ArgumentError, diagnose, format_report
+        from weince.cli.diagnose.diagnosis import ArgumentError, diagnose, format_report
 
         try:
             diagnosis = diagnose(
@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     if args.csv is not None:
         write_csv(args.csv, diagnosis)
     if args.plot is not None:
-        from weince.diagnose_plot import plot_diagnosis
+        from weince.cli.diagnose.plot import plot_diagnosis
 
         plot_diagnosis(args.plot, diagnosis, title=args.embeddings.name)
     return 0

@@ -14,7 +14,7 @@ def plot_diagnosis(path: Path, diagnosis: Any, title: str = "") -> None:
 
     Args:
         path: the PNG to write.
-        diagnosis: what ``weince.diagnosis.diagnose`` returned.
+        diagnosis: what ``weince.cli.diagnose.diagnosis.diagnose`` returned.
         title: a first line of the figure's title (the input's name, say).
     """
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend

@@ -16,10 +16,10 @@ pytest.importorskip("matplotlib", reason="the demo plots with matplotlib")
 pytest.importorskip("tqdm", reason="the demo shows a tqdm progress bar")
 
 from weince import cli
-from weince.demo_augment import Augmentation, augment
-from weince.demo_data import DataError, load_digits_dataset, load_npz_dataset
-from weince.demo_protocol import Protocol, learning_rates
-from weince.demo_report import paired_differences, summarize
+from weince.cli.demo.augment import Augmentation, augment
+from weince.cli.demo.data import DataError, load_digits_dataset, load_npz_dataset
+from weince.cli.demo.protocol import Protocol, learning_rates
+from weince.cli.demo.report import paired_differences, summarize
 
 CHANCE = 0.1  # ten classes
 METRICS = ["knn_1", "knn_5", "knn_20", "linear"]

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .demo_augment import Augmentation, augment
+from .augment import Augmentation, augment
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from torch import nn
 from weince_core import WEINCEConfig
 from weince_torch import WEINCELoss
 
-from .demo_data import Split
-from .demo_protocol import (
+from .data import Split
+from .protocol import (
     CURVE_KEYS,
     Protocol,
     TrainResult,

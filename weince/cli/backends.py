@@ -23,7 +23,7 @@ Tolerances against the NumPy float64 reference
 ----------------------------------------------
 These bounds depend on the inputs (they widen near the cap) and serve the test suite's
 conformance matrix, which knows its inputs. ``weince crosscheck`` does not use them for its
-verdict: it holds every row to a fixed tolerance per dtype (``weince.crosscheck.VERDICT``).
+verdict: it holds every row to a fixed tolerance per dtype (``weince.cli.crosscheck.VERDICT``).
 
 The reference is the core on NumPy float64 arrays holding the *same* inputs, that is the inputs
 after rounding to the dtype under test: what is measured is the computation, not the rounding of
@@ -237,7 +237,8 @@ class Backend:
 
             if dtype == "float64" and not jax.config.read("jax_enable_x64"):
                 raise RuntimeError(
-                    "float64 JAX arrays need jax_enable_x64 (weince.backends.enable_jax_float64())"
+                    "float64 JAX arrays need jax_enable_x64 "
+                    "(weince.cli.backends.enable_jax_float64())"
                 )
             return jax.device_put(
                 jnp.asarray(a.astype(np.float64), dtype=dtype), self._jax_device()

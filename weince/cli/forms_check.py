@@ -1,7 +1,7 @@
 """The pairing forms (SPEC.md section 9) on every backend, against the NumPy float64 core.
 
 ``weince crosscheck --form two_tower|explicit_negatives|multi_positive|two_view|all`` runs here
-for every form but the two-view one (which ``weince.crosscheck`` runs as before): seeded inputs
+for every form but the two-view one (which ``weince.cli.crosscheck`` runs as before): seeded inputs
 per form (``form_batches``), each backend running the form through its framework's adapter
 where there is one (``run_form``: ``weince_torch.<form>`` with autograd, ``weince_jax.<form>``
 under ``jax.jit(jax.value_and_grad(...))``, ``weince_cupy.<form>_value_and_grad``) or the
@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 import weince_core as wc
-from weince import crosscheck as cc
-from weince.backends import (
+from weince.cli import crosscheck as cc
+from weince.cli.backends import (
     Backend,
     _dtype_name,
     _import_adapter,
@@ -461,7 +461,7 @@ def selected_forms(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """``weince crosscheck --form ...``: every selected form; 0 if all agree, 1 if any does not,
-    2 on bad input. The two-view form runs through ``weince.crosscheck`` as before."""
+    2 on bad input. The two-view form runs through ``weince.cli.crosscheck`` as before."""
     forms = selected_forms(args)
     others = [form for form in forms if form != "two_view"]
     if args.input is not None:

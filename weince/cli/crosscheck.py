@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 import weince_core as wc
-from weince import forms_check
-from weince.backends import (
+from weince.cli import forms_check, int_list, output_file, positive_int
+from weince.cli.backends import (
     BACKEND_IDS,
     DTYPES,
     PATHS,
@@ -42,7 +42,6 @@ from weince.backends import (
     enable_jax_float64,
     smallest_shortfall,
 )
-from weince.cli import int_list, output_file, positive_int
 from weince_core import WEINCEConfig
 
 PRESETS = ("paper", "blend", "infonce")
@@ -201,7 +200,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--json", type=output_file, metavar="PATH", help="also write the results here"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    forms_check.add_form_argument(parser)  # --form: the pairing forms (weince.forms_check)
+    forms_check.add_form_argument(parser)  # --form: the pairing forms (weince.cli.forms_check)
 
 
 def _flat(values: Iterable[list[Any]] | None, default: list[Any]) -> list[Any]:
@@ -762,7 +761,7 @@ def _cases(args: argparse.Namespace) -> list[Case]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the comparison; print the table; 0 if all agree, 1 if any does not, 2 on bad input."""
-    if forms_check.selected_forms(args) != ["two_view"]:  # --form: weince.forms_check runs it
+    if forms_check.selected_forms(args) != ["two_view"]:  # --form: weince.cli.forms_check runs it
         return forms_check.run(args)
     # Three frameworks may share one GPU here: JAX must not take 75% of its memory up front.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import weince.cli
-from weince import crosscheck
-from weince.backends import Backend, all_backends
+from weince.cli import crosscheck
+from weince.cli.backends import Backend, all_backends
 
 ROOT = Path(__file__).resolve().parents[2]
 # Small and quick: the CPU backends that need no compilation, two dtypes.
@@ -296,7 +296,7 @@ def test_a_numpy_only_run_imports_no_framework():
 @pytest.mark.parametrize("setting", ["default", "high", "allow_tf32"])
 def test_full_precision_matmuls_puts_every_torch_setting_back(setting):
     torch = pytest.importorskip("torch")
-    from weince.backends import full_precision_matmuls
+    from weince.cli.backends import full_precision_matmuls
 
     matmul = torch.backends.cuda.matmul
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .demo_eval import metric_label
+from .eval import metric_label
 
 PIXELS = "pixels"
 RANDOM_ENCODER = "random encoder"

@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from weince.cli import config_value, output_folder, positive_float, positive_int
 from weince_core import WEINCEConfig
 
-from .cli import config_value, output_folder, positive_float, positive_int
-from .demo_data import SPLIT_SEED, TEST_FRACTION, DataError, Split
-from .demo_protocol import Protocol, UsageError, steps_per_epoch
+from .data import SPLIT_SEED, TEST_FRACTION, DataError, Split
+from .protocol import Protocol, UsageError, steps_per_epoch
 
 DEFAULT_OUT = Path("weince-out") / "demo"
 # The seconds-long smoke protocol of --quick; explicit flags still win.
@@ -116,7 +116,7 @@ def _backend(name: str) -> ModuleType:
     if missing:
         raise UsageError(f"weince demo needs {', '.join(missing)}: pip install 'weince[demo]'")
     try:
-        return importlib.import_module(f"weince.demo_{name}")
+        return importlib.import_module(f"weince.cli.demo.{name}")
     except ImportError as error:
         raise UsageError(
             f"--backend {name} cannot start ({error}); pip install 'weince[{name},demo]'"
@@ -124,9 +124,9 @@ def _backend(name: str) -> ModuleType:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from . import demo_report as report
-    from .demo_data import load_digits_dataset, load_npz_dataset, split_dataset
-    from .demo_eval import metric_names
+    from . import report
+    from .data import load_digits_dataset, load_npz_dataset, split_dataset
+    from .eval import metric_names
 
     started = time.perf_counter()
     backend = _backend(args.backend)
@@ -182,7 +182,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _scorer(split: Split, protocol: Protocol) -> Any:
-    from .demo_eval import evaluate
+    from .eval import evaluate
 
     def score(features_train: np.ndarray, features_test: np.ndarray) -> dict[str, float]:
         return evaluate(features_train, split.y_train, features_test, split.y_test, protocol.knn_ks)
@@ -194,7 +194,7 @@ def _reference_runs(
     backend: ModuleType, split: Split, protocol: Protocol, seeds: list[int], device: str
 ) -> list[dict[str, Any]]:
     """What a trained encoder must beat: the raw pixels, and the untrained encoder per seed."""
-    from .demo_report import PIXELS, RANDOM_ENCODER
+    from .report import PIXELS, RANDOM_ENCODER
 
     score = _scorer(split, protocol)
     flat_train, flat_test = (x.reshape(len(x), -1) for x in (split.x_train, split.x_test))
@@ -252,8 +252,8 @@ def _save_embeddings(out: Path, loss: str, seed: int, embeddings: np.ndarray | N
 
 def _write_outputs(out: Path, header: str, table: str, payload: dict[str, Any]) -> None:
     """table.txt, results.png and results.json under ``out``."""
-    from .demo_plot import plot_results
-    from .demo_report import write_json
+    from .plot import plot_results
+    from .report import write_json
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.txt").write_text(f"{header}\n\n{table}\n")

@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("matplotlib", reason="bench --plot uses matplotlib")
 
-from weince import bench
+from weince.cli import bench
 
 KEYS = {"backend", "device", "preset", "size", "median_ms", "ratio", "min_ms", "max_ms", "dtype"}
 
@@ -132,7 +132,7 @@ def test_summary_statistics() -> None:
     stats = bench.summarize([4.0, 1.0, 3.0, 2.0, 5.0])
     assert stats["median_ms"] == 3.0 and stats["min_ms"] == 1.0 and stats["max_ms"] == 5.0
     assert stats["q1_ms"] == 2.0 and stats["q3_ms"] == 4.0
-    assert importlib.util.find_spec("weince.bench") is not None
+    assert importlib.util.find_spec("weince.cli.bench") is not None
 
 
 def test_compile_takes_an_optional_torch_compile_mode() -> None:

@@ -1,4 +1,5 @@
-"""``weince diagnose`` and ``weince.diagnosis.diagnose``: the tail fit against a known answer,
+"""``weince diagnose`` and ``weince.cli.diagnose.diagnosis.diagnose``: the tail fit against a
+known answer,
 the verdicts, WEINCE's statistics from the core, the outputs, and bad arguments."""
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import pytest
 pytest.importorskip("scipy", reason="weince diagnose needs scipy (the diagnose extra)")
 
 import weince_core as wc
-from weince import cli, diagnosis
-from weince import diagnose as command
-from weince.diagnosis import ArgumentError, diagnose, format_report, tail_evidence
+from weince import cli
+from weince.cli import diagnose as command
+from weince.cli.diagnose import diagnosis
+from weince.cli.diagnose.diagnosis import ArgumentError, diagnose, format_report, tail_evidence
 from weince_core import WEINCEConfig
 from weince_core.stats import tail_fit, tail_size
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from .demo_eval import metric_label
-from .demo_report import REFERENCE_NOTES
+from .eval import metric_label
+from .report import REFERENCE_NOTES
 
 LOSS_COLOURS = {"infonce": "tab:blue", "paper": "tab:red", "blend": "tab:orange"}
 REFERENCE_COLOURS = ("0.55", "0.78")

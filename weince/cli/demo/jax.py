@@ -18,8 +18,8 @@ import optax
 import weince_jax
 from weince_core import WEINCEConfig
 
-from .demo_data import Split
-from .demo_protocol import (
+from .data import Split
+from .protocol import (
     CURVE_KEYS,
     Protocol,
     TrainResult,
