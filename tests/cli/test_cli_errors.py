@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from weince import cli
+from weince.cli import args as cli_args
 from weince.cli import bench, crosscheck
 
 
@@ -112,5 +113,5 @@ def test_demo_refuses_a_temperature_the_loss_refuses(capsys):
 
 
 def test_output_folder_accepts_a_folder_to_create(tmp_path):
-    assert cli.output_folder(str(tmp_path / "new" / "deeper")) == tmp_path / "new" / "deeper"
-    assert cli.output_file(str(tmp_path / "out.json")) == tmp_path / "out.json"
+    assert cli_args.output_folder(str(tmp_path / "new" / "deeper")) == tmp_path / "new" / "deeper"
+    assert cli_args.output_file(str(tmp_path / "out.json")) == tmp_path / "out.json"

@@ -97,6 +97,8 @@ import weince_core as wc
 from weince_core import WEINCEConfig
 
 DTYPES = ("float64", "float32", "bfloat16", "float16")
+# The frameworks that have an adapter, and its package.
+ADAPTERS = {"torch": "weince_torch", "jax": "weince_jax", "cupy": "weince_cupy"}
 PATHS = ("adapter", "core")
 
 
@@ -199,9 +201,7 @@ class Backend:
     @property
     def adapter(self) -> str | None:
         """The adapter package of this backend's framework, if it has one."""
-        return {"torch": "weince_torch", "jax": "weince_jax", "cupy": "weince_cupy"}.get(
-            self.module
-        )
+        return ADAPTERS.get(self.module)
 
     def supports(self, dtype: str) -> bool:
         return dtype in self.dtypes
@@ -450,6 +450,30 @@ def enable_jax_float64() -> None:
     jax.config.update("jax_enable_x64", True)
 
 
+@contextlib.contextmanager
+def jax_float64(enabled: bool = True) -> Iterator[None]:
+    """JAX makes float64 arrays (``jax_enable_x64``) while the block runs; the setting is put
+    back afterwards. JAX is imported only when ``enabled``.
+
+    Args:
+        enabled: ``False``: change nothing (and import nothing).
+
+    Yields:
+        Nothing: the block runs with the setting on.
+    """
+    if not enabled:
+        yield
+        return
+    import jax
+
+    previous = bool(jax.config.read("jax_enable_x64"))
+    jax.config.update("jax_enable_x64", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+
+
 # -- the registry ----------------------------------------------------------------------------
 
 
@@ -531,6 +555,18 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("cupy", "cupy", "cuda:0", ("float64", "float32", "float16"), _cupy_devices),
 )
 BACKEND_IDS = tuple(spec.id for spec in SPECS)
+
+
+def matching_ids(name: str) -> list[str]:
+    """The backend kinds that ``name`` selects: itself, or those it is the prefix of.
+
+    Args:
+        name: a backend id (``torch-cpu``) or a prefix of ids (``torch``).
+
+    Returns:
+        The ids of ``BACKEND_IDS`` it selects (none for an unknown name).
+    """
+    return [i for i in BACKEND_IDS if i == name or i.startswith(f"{name}-")]
 
 
 def all_backends(ids: Sequence[str] | None = None) -> list[Backend]:

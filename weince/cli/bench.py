@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from weince.cli import even_size, json_file, output_file, positive_int
+from weince.cli.args import even_size, json_file, output_file, positive_int
 from weince.cli.backends import full_precision_matmuls
 
 BACKENDS = ("torch", "jax", "cupy")

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import math
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,8 @@ from typing import Any
 import numpy as np
 
 import weince_core as wc
-from weince.cli import forms_check, int_list, output_file, positive_int
+from weince.cli import forms_check
+from weince.cli.args import backend_names, choice_list, int_list, output_file, positive_int
 from weince.cli.backends import (
     BACKEND_IDS,
     DTYPES,
@@ -39,9 +39,11 @@ from weince.cli.backends import (
     StepResult,
     Tolerance,
     all_backends,
-    enable_jax_float64,
+    jax_float64,
+    matching_ids,
     smallest_shortfall,
 )
+from weince.cli.output import json_ready, table, track, write_json
 from weince_core import WEINCEConfig
 
 PRESETS = ("paper", "blend", "infonce")
@@ -78,38 +80,6 @@ class UsageError(Exception):
 # -- arguments ------------------------------------------------------------------------------
 
 
-def _choices(name: str, allowed: Sequence[str], every: str = "all") -> Callable[[str], list[str]]:
-    def parse(text: str) -> list[str]:
-        items = [item.strip() for item in text.split(",") if item.strip()]
-        if every in items:
-            return list(allowed)
-        unknown = [item for item in items if item not in allowed]
-        if unknown or not items:
-            raise argparse.ArgumentTypeError(
-                f"{', '.join(unknown) or repr(text)}: not a {name}; choose from "
-                f"{', '.join(allowed)} or {every} (a comma list, or the option repeated)"
-            )
-        return items
-
-    return parse
-
-
-def _backend_names(text: str) -> list[str]:
-    names = [item.strip() for item in text.split(",") if item.strip()]
-    unknown = [name for name in names if not _matching_ids(name)]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"{', '.join(unknown) or repr(text)}: no such backend; choose from "
-            f"{', '.join(BACKEND_IDS)} (or a prefix: torch, jax, strict)"
-        )
-    return names
-
-
-def _matching_ids(name: str) -> list[str]:
-    """Backend kinds that ``name`` selects: itself, or those it is the prefix of (``torch``)."""
-    return [i for i in BACKEND_IDS if i == name or i.startswith(f"{name}-")]
-
-
 def _tolerance_epilog() -> str:
     lines = [
         "tolerances, fixed per dtype whatever the inputs (errors normwise; lambda absolute;",
@@ -127,13 +97,18 @@ def _tolerance_epilog() -> str:
 
 
 def tolerance_lines() -> list[str]:
-    """The verdict's tolerances, a line per dtype, for the help and the table."""
-    lines = [f"{'dtype':9s} {'value':>7s} {'lambda':>7s} {'grad':>7s} {'d_aic':>7s}"]
+    """The verdict's tolerances, a line per dtype, for the help and the table.
+
+    Returns:
+        The lines: a header, then one per dtype.
+    """
+    rows = []
     for dtype, tol in VERDICT.items():
-        bounds = (tol.value, tol.lam, tol.grad, tol.d_aic)
-        extra = f" (+ {tol.grad_abs:.1e} absolute on gradients)" if tol.grad_abs else ""
-        lines.append(f"{dtype:9s} " + " ".join(f"{b:7.0e}" for b in bounds) + extra)
-    return lines
+        bounds = [f"{b:.0e}" for b in (tol.value, tol.lam, tol.grad, tol.d_aic)]
+        extra = f"(+ {tol.grad_abs:.1e} absolute on gradients)" if tol.grad_abs else ""
+        rows.append([dtype, *bounds, extra])
+    header = ["dtype", "value", "lambda", "grad", "d_aic", ""]
+    return table(header, rows, justify="lrrrrl").splitlines()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -152,14 +127,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dtype",
-        type=_choices("dtype", DTYPES),
+        type=choice_list("dtype", DTYPES),
         action="append",
         metavar="DTYPE[,DTYPE...]",
         help=f"{', '.join(DTYPES)} or all; each backend runs those it has (default: all)",
     )
     parser.add_argument(
         "--preset",
-        type=_choices("preset", PRESETS),
+        type=choice_list("preset", PRESETS),
         action="append",
         metavar="PRESET[,PRESET...]",
         help=f"{', '.join(PRESETS)} or all (default: paper)",
@@ -183,7 +158,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--backends",
-        type=_backend_names,
+        type=backend_names,
         action="append",
         metavar="ID[,ID...]",
         help=f"only these: {', '.join(BACKEND_IDS)}, or a prefix such as torch "
@@ -470,18 +445,7 @@ class Row:
         }
         out["passed"] = self.passed
         out["failed"] = self.failed
-        return _json_safe(out)
-
-
-def _json_safe(value: Any) -> Any:
-    """``inf`` and ``nan`` as ``None`` (JSON has neither)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
+        return json_ready(out)
 
 
 def _last_step(row: Row, results: Sequence[StepResult]) -> None:
@@ -608,16 +572,24 @@ def _short(x: float) -> str:
 
 
 def format_table(rows: Sequence[Row], references: Sequence[Row]) -> str:
-    """The rows under one heading per case and preset; a summary of the failures last."""
+    """The rows under one heading per case and preset; a summary of the failures last.
+
+    Args:
+        rows: the backends' rows.
+        references: the reference row of each case and preset, in the order of the headings.
+
+    Returns:
+        The text that ``weince crosscheck`` prints.
+    """
     header = ["backend", "device", "dtype", "path", "loss", "|grad|"]
     for q in TABLE_QUANTITIES:
         header += [f"{q} abs", f"{q} rel"]
     header += ["tol", "result"]
+    justify = "llll" + "r" * (len(header) - 5) + "l"
     lines: list[str] = []
     for ref in references:
         group = [r for r in rows if (r.case, r.preset) == (ref.case, ref.preset)]
-        table = [header, _cells(ref, reference=True)] + [_cells(r) for r in group]
-        widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+        cells = [_cells(ref, reference=True)] + [_cells(r) for r in group]
         lines.append("")
         lines.append(
             f"{ref.preset} preset, {ref.case}: N = {ref.n} pairs, d = {ref.d}, {ref.steps} "
@@ -628,13 +600,7 @@ def format_table(rows: Sequence[Row], references: Sequence[Row]) -> str:
                 f"INPUT NOT FINITE: {ref.nonfinite_rows} rows hold NaN or inf; the reference is "
                 "not finite and no row can pass"
             )
-        for cells in table:
-            lines.append(
-                "  ".join(
-                    c.ljust(w) if i < 4 or i == len(cells) - 1 else c.rjust(w)
-                    for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-                ).rstrip()
-            )
+        lines.append(table(header, cells, justify=justify))
     lines.append("")
     lines.append(
         "abs = max|x - x_ref|, rel = abs / max|x_ref| over every step (x_ref: NumPy float64 on "
@@ -695,28 +661,6 @@ def _cells(row: Row, reference: bool = False) -> list[str]:
 # -- the command ----------------------------------------------------------------------------
 
 
-def _progress(jobs: Sequence[Job], enabled: bool) -> Iterable[Job]:
-    """``jobs``, reported on stderr as they start: a tqdm bar on a terminal (when tqdm is
-    installed), else one line per job, which reads well in logs too."""
-    if not enabled:
-        yield from jobs
-        return
-    if sys.stderr.isatty():
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            pass
-        else:
-            with tqdm(jobs, desc="crosscheck", unit="run", file=sys.stderr, leave=False) as bar:
-                for job in bar:
-                    bar.set_postfix_str(_describe(job))
-                    yield job
-            return
-    for i, job in enumerate(jobs, 1):
-        print(f"[{i}/{len(jobs)}] {_describe(job)}", file=sys.stderr, flush=True)
-        yield job
-
-
 def _describe_backend(backend: Backend) -> str:
     try:
         return backend.describe()
@@ -732,12 +676,12 @@ def _select_backends(names: list[str] | None) -> tuple[list[Backend], list[Backe
     """(runnable, skipped). A backend named by its id that cannot run is a ``UsageError``, as
     is a prefix (``torch``) none of whose backends can; otherwise a prefix takes those that can.
     """
-    ids = None if names is None else [i for name in names for i in _matching_ids(name)]
+    ids = None if names is None else [i for name in names for i in matching_ids(name)]
     backends = all_backends(ids)
     runnable = [b for b in backends if not b.skip_reason]
     skipped = [b for b in backends if b.skip_reason]
     for name in names or []:
-        kinds = _matching_ids(name)
+        kinds = matching_ids(name)
         mine = [b for b in backends if b.id.partition(":")[0] in kinds]
         if name in BACKEND_IDS or not any(not b.skip_reason for b in mine):
             absent = [b for b in mine if b.skip_reason]
@@ -773,8 +717,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
     dtypes = _flat(args.dtype, list(DTYPES))
     presets = _flat(args.preset, ["paper"])
-    if any(b.module == "jax" for b in backends):
-        enable_jax_float64()  # before any JAX array exists; float32 inputs stay float32
     jobs = [
         Job(case, preset, dtype, backend)
         for case in cases
@@ -791,7 +733,10 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     references = ReferenceCache()
-    rows = [run_job(job, references, args.path) for job in _progress(jobs, not args.no_progress)]
+    progress = track(jobs, "crosscheck", enabled=not args.no_progress, label=_describe)
+    # JAX float64 for the runs only (float32 inputs stay float32); put back afterwards.
+    with jax_float64(any(b.module == "jax" for b in backends)):
+        rows = [run_job(job, references, args.path) for job in progress]
     reference_rows = [
         reference_row(case, preset, references) for case in cases for preset in presets
     ]
@@ -820,5 +765,5 @@ def run(args: argparse.Namespace) -> int:
             "rows": [r.as_json() for r in rows],
             "skipped": [{"backend": b.id, "reason": b.skip_reason} for b in skipped],
         }
-        args.json.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+        write_json(args.json, report)
     return 0 if all(r.passed for r in rows) else 1

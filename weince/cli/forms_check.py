@@ -30,13 +30,16 @@ import numpy as np
 
 import weince_core as wc
 from weince.cli import crosscheck as cc
+from weince.cli.args import choice_list
 from weince.cli.backends import (
     Backend,
     _dtype_name,
     _import_adapter,
     full_precision_matmuls,
+    jax_float64,
     smallest_shortfall,
 )
+from weince.cli.output import track, write_json
 from weince_core import WEINCEConfig
 
 FORMS = ("two_view", "two_tower", "explicit_negatives", "multi_positive")
@@ -446,13 +449,18 @@ def add_form_argument(parser: argparse.ArgumentParser) -> None:
     """``--form``: which pairing forms ``weince crosscheck`` compares."""
     parser.add_argument(
         "--form",
-        type=cc._choices("form", FORMS),
+        type=choice_list("form", FORMS),
         action="append",
         metavar="FORM[,FORM...]",
         help=f"pairing forms (SPEC.md section 9): {', '.join(FORMS)} or all (default: "
         "two_view); the forms other than two_view run on generated inputs, 64 rows unless "
         "--sizes says otherwise",
     )
+
+
+def _describe(job: tuple[FormCase, str, str, Backend]) -> str:
+    case, preset, dtype, backend = job
+    return f"{backend.id} {dtype} {preset} {case.form}, {case.name}"
 
 
 def selected_forms(args: argparse.Namespace) -> list[str]:
@@ -512,17 +520,12 @@ def run(args: argparse.Namespace) -> int:
                 report["forms"]["two_view"] = json.loads(two_view_json.read_text())
         if code == 2:
             return 2
-    if any(b.module == "jax" for b in backends):
-        cc.enable_jax_float64()
-    rows = []
-    for i, (case, preset, dtype, backend) in enumerate(jobs, 1):
-        if not args.no_progress:
-            print(
-                f"[{i}/{len(jobs)}] {backend.id} {dtype} {preset} {case.form}, {case.name}",
-                file=sys.stderr,
-                flush=True,
-            )
-        rows.append(run_case(backend, case, preset, dtype, args.path))
+    progress = track(jobs, "crosscheck", enabled=not args.no_progress, label=_describe)
+    with jax_float64(any(b.module == "jax" for b in backends)):
+        rows = [
+            run_case(backend, case, preset, dtype, args.path)
+            for case, preset, dtype, backend in progress
+        ]
     references = [
         reference_row(case, preset)
         for form in others
@@ -542,5 +545,5 @@ def run(args: argparse.Namespace) -> int:
                 "rows": [r.as_json() for r in mine],
             }
         report["passed"] = passed and code == 0
-        args.json.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+        write_json(args.json, report)
     return 1 if code == 1 or not passed else 0

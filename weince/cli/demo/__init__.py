@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from weince.cli import config_value, output_folder, positive_float, positive_int
+from weince.cli.args import config_value, output_folder, positive_float, positive_int
 from weince_core import WEINCEConfig
 
 from .data import SPLIT_SEED, TEST_FRACTION, DataError, Split

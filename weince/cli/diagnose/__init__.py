@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from weince.cli import positive_int
+from weince.cli.args import positive_int
 
 # The function's argument names, as the command line spells them.
 OPTIONS = {
