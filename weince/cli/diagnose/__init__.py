@@ -15,14 +15,14 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib.util
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from weince.cli.args import positive_int
+from weince.cli.args import open_fraction, output_file, positive_int
+from weince.cli.output import write_json
 
 # The function's argument names, as the command line spells them.
 OPTIONS = {
@@ -39,16 +39,6 @@ PRESETS = ("paper", "blend")
 
 class UsageError(Exception):
     """A bad argument: the message names it."""
-
-
-def _quantile(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1); got {text}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--threshold-quantile",
-        type=_quantile,
+        type=open_fraction,
         default=0.99,
         metavar="Q",
         help="the threshold: this quantile of the negative similarities, in (0, 1) (%(default)s)",
@@ -95,11 +85,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="resamples of anchors (or batches) for the interval of xi (%(default)s)",
     )
     parser.add_argument("--seed", type=int, default=0, help="of the bootstrap (%(default)s)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write every number here")
-    parser.add_argument("--csv", type=Path, metavar="PATH", help="write the per-anchor table here")
+    parser.add_argument("--json", type=output_file, metavar="PATH", help="write every number here")
+    parser.add_argument(
+        "--csv", type=output_file, metavar="PATH", help="write the per-anchor table here"
+    )
     parser.add_argument(
         "--plot",
-        type=Path,
+        type=output_file,
         metavar="PATH",
         help="write a PNG: QQ plot, xi against threshold, mean excess, histogram of lambda",
     )
@@ -140,11 +132,7 @@ def load_embeddings(path: Path, form: str) -> Any:
         )
 
 
-def _check_outputs(args: argparse.Namespace) -> None:
-    for option in ("json", "csv", "plot"):
-        path = getattr(args, option)
-        if path is not None and not path.parent.is_dir():
-            raise UsageError(f"--{option}: no folder {path.parent}")
+def _check_packages(args: argparse.Namespace) -> None:
     missing = ["scipy"] if importlib.util.find_spec("scipy") is None else []
     if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
         missing.append("matplotlib")
@@ -157,7 +145,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     """Diagnose the file; print the report; write the JSON, CSV and plot asked for."""
     try:
-        _check_outputs(args)
+        _check_packages(args)
         embeddings = load_embeddings(args.embeddings, args.form)
         from weince.cli.diagnose.diagnosis import ArgumentError, diagnose, format_report
 
@@ -170,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
                 config=args.config,
                 bootstrap=args.bootstrap,
                 seed=args.seed,
-                progress=not args.no_progress and sys.stderr.isatty(),
+                progress=not args.no_progress,
             )
         except ArgumentError as error:
             raise UsageError(
@@ -181,8 +169,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(format_report(diagnosis))
     if args.json is not None:
-        report = {"input": str(args.embeddings), **diagnosis.as_json()}
-        args.json.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+        write_json(args.json, {"input": str(args.embeddings), **diagnosis.as_json()})
     if args.csv is not None:
         write_csv(args.csv, diagnosis)
     if args.plot is not None:

@@ -28,6 +28,7 @@ import numpy as np
 from scipy import optimize, stats
 
 import weince_core as wc
+from weince.cli.output import json_ready, track
 from weince_core import WEINCEConfig
 from weince_core.nt_xent import NORM_FLOOR
 from weince_core.ops import canonical_columns, first_copies, row_norms, similarity
@@ -510,22 +511,10 @@ class Diagnosis:
         """Every number but the per-anchor table, JSON-ready (NaN as ``None``)."""
         skip = {"anchors", "excess"}
         return {
-            name: _json_safe(getattr(self, name))
+            name: json_ready(getattr(self, name))
             for name in self.__dataclass_fields__
             if name not in skip
         }
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 def diagnose(
@@ -558,7 +547,7 @@ def diagnose(
         bootstrap: resamples for the interval of ``xi`` (at least 10), of anchors, or of
             batches when there are at least 20.
         seed: of the bootstrap.
-        progress: a progress bar over the batches on stderr (needs tqdm).
+        progress: a progress bar over the batches on stderr, when it is a terminal.
 
     Returns:
         A ``Diagnosis``: the numbers of the JSON report (``as_json()``) and the per-anchor table.
@@ -585,7 +574,7 @@ def diagnose(
 
     values, owners, stats_by_batch, tables = [], [], [], []
     anchor_offset = 0
-    for batch in _progress(batches, progress):
+    for batch in track(batches, "diagnose", enabled=progress):
         batch_stats, sim = _batch_statistics(batch, config)
         pair_values, pair_anchor = _negative_pairs(batch, sim)
         values.append(pair_values)
@@ -686,16 +675,6 @@ def _anchor_table(tables: list[tuple[Any, ...]], threshold: float) -> AnchorTabl
         above = pair_anchor[pair_values > threshold]
         columns["exceedances"].append(np.bincount(above, minlength=count))
     return AnchorTable(**{name: np.concatenate(parts) for name, parts in columns.items()})
-
-
-def _progress(batches: Sequence[Batch], enabled: bool) -> Iterable[Batch]:
-    if not enabled:
-        return batches
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return batches
-    return tqdm(batches, desc="diagnose", unit="batch", leave=False)
 
 
 # -- arguments --------------------------------------------------------------------------------
