@@ -49,7 +49,7 @@ def table(
         The table, its lines without trailing spaces.
     """
     grid = Table(
-        box=box.SIMPLE_HEAD if rules else None,
+        box=box.HORIZONTALS if rules else None,
         show_edge=rules,
         pad_edge=False,
         padding=(0, 1),

@@ -265,7 +265,7 @@ def test_progress_goes_to_stderr_and_the_table_to_stdout(capsys):
     argv = ["--sizes", "6", "--dim", "4", "--steps", "1", "--backends", "numpy,strict"]
     code, out, err = run_command([*argv, "--dtype", "float32"], capsys)
     assert code == 0
-    # Not a terminal here: a line per run (a terminal gets a tqdm bar).
+    # Not a terminal here: a line per run (a terminal gets a progress bar).
     assert err.splitlines() == [
         "[1/3] numpy float32 paper seed 0",
         "[2/3] strict float32 paper seed 0",

@@ -13,7 +13,6 @@ import pytest
 pytest.importorskip("torch", reason="the demo trains with PyTorch")
 pytest.importorskip("sklearn", reason="the demo evaluates with scikit-learn")
 pytest.importorskip("matplotlib", reason="the demo plots with matplotlib")
-pytest.importorskip("tqdm", reason="the demo shows a tqdm progress bar")
 
 from weince import cli
 from weince.cli.demo.augment import Augmentation, augment

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from weince.cli.args import config_value, output_folder, positive_float, positive_int
+from weince.cli.output import Bar, write_json
 from weince_core import WEINCEConfig
 
 from .data import SPLIT_SEED, TEST_FRACTION, DataError, Split
@@ -35,7 +36,7 @@ DEFAULT_OUT = Path("weince-out") / "demo"
 # The seconds-long smoke protocol of --quick; explicit flags still win.
 QUICK = {"epochs": 2, "seeds": 1, "batch_size": 128}
 FULL = {"epochs": Protocol.epochs, "seeds": 3, "batch_size": Protocol.batch_size}
-DEMO_PACKAGES = {"sklearn": "scikit-learn", "matplotlib": "matplotlib", "tqdm": "tqdm"}
+DEMO_PACKAGES = {"sklearn": "scikit-learn", "matplotlib": "matplotlib"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             **QUICK
         ),
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.add_argument(
         "--save-embeddings",
         action="store_true",
@@ -216,16 +217,14 @@ def _training_runs(
     args: argparse.Namespace,
 ) -> list[dict[str, Any]]:
     """One training run per loss and seed, each scored on its frozen features."""
-    from tqdm.auto import tqdm
-
     score = _scorer(split, protocol)
     per_run = protocol.epochs * steps_per_epoch(len(split.x_train), protocol.batch_size)
     runs = []
     total = len(configs) * len(seeds) * per_run
-    with tqdm(total=total, unit="step", disable=args.no_progress, leave=False) as bar:
+    with Bar(total, "training", enabled=not args.no_progress) as bar:
         for loss, config in configs.items():
             for seed in seeds:
-                bar.set_description(f"{loss} seed {seed}")
+                bar.describe(f"{loss} seed {seed}")
                 result = backend.train_run(split, config, seed, protocol, args.device, bar)
                 if args.save_embeddings:
                     _save_embeddings(args.out, loss, seed, result.embeddings_test)
@@ -253,7 +252,6 @@ def _save_embeddings(out: Path, loss: str, seed: int, embeddings: np.ndarray | N
 def _write_outputs(out: Path, header: str, table: str, payload: dict[str, Any]) -> None:
     """table.txt, results.png and results.json under ``out``."""
     from .plot import plot_results
-    from .report import write_json
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.txt").write_text(f"{header}\n\n{table}\n")

@@ -154,7 +154,7 @@ def train_run(
 ) -> TrainResult:
     """Train the encoder with ``weince_jax.weince_loss`` and return its features and curves.
 
-    ``progress``: a tqdm bar (or ``None``), advanced once per step.
+    ``progress``: a ``weince.cli.output.Bar`` (or ``None``), advanced once per step.
     """
     device = resolve_device(device_name)
     start = time.perf_counter()

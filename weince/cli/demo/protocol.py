@@ -109,8 +109,9 @@ def train_epochs(
     """Every training step of a run: ``step(index, view_1, view_2)`` on the seed's batches.
 
     ``step`` returns the step's record (``CURVE_KEYS`` to device arrays, read back by the caller
-    once the run is over, so that steps do not wait on the host). ``progress``: a tqdm bar (or
-    ``None``), advanced once per step and showing the last loss at the end of each epoch.
+    once the run is over, so that steps do not wait on the host). ``progress``: a
+    ``weince.cli.output.Bar`` (or ``None``), advanced once per step and showing the last loss
+    at the end of each epoch.
     """
     rng = data_rng(seed)
     records: list[dict[str, Any]] = []
@@ -118,9 +119,9 @@ def train_epochs(
         for view_1, view_2 in view_pairs(x_train, protocol, rng):
             records.append(step(len(records), view_1, view_2))
             if progress is not None:
-                progress.update(1)
+                progress.advance()
         if progress is not None and records:
-            progress.set_postfix(loss=f"{float(records[-1]['loss']):.3f}")
+            progress.note(f"loss {float(records[-1]['loss']):.3f}")
     return records
 
 

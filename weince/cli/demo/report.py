@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from weince.cli.output import table
 
 from .eval import metric_label
 
@@ -105,35 +105,8 @@ def format_table(
         label = f"{loss} − {BASELINE} (paired)"
         rows.append([label, *(_percent(stats[m], signed=True) for m in metrics), "", "", "", ""])
     headers += extra
-    widths = [max(len(headers[i]), *(len(r[i]) for r in rows)) for i in range(len(headers))]
-
-    def line(cells: Sequence[str]) -> str:
-        first = cells[0].ljust(widths[0])
-        rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
-        return "  ".join([first, *rest]).rstrip()
-
-    rule = "-" * len(line(headers))
     title = f"Test accuracy (%), mean ± sample std over {num_seeds} seed(s)"
-    body = [line(r) for r in rows[: len(summary)]]
-    if differences:
-        body += [rule] + [line(r) for r in rows[len(summary) :]]
-    return "\n".join([title, rule, line(headers), rule, *body, rule])
-
-
-def write_json(path: Path, payload: Mapping[str, Any]) -> None:
-    """``payload`` as JSON; NaN (a statistic a loss does not compute) is written as ``null``."""
-    path.write_text(json.dumps(_finite(payload), indent=1) + "\n")
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _finite(value.tolist())
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
+    grid = table(
+        headers, rows, justify="l" + "r" * len(headers), rules=True, sections=[len(summary)]
+    )
+    return f"{title}\n{grid}"

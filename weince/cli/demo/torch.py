@@ -105,7 +105,7 @@ def train_run(
 ) -> TrainResult:
     """Train the encoder with ``WEINCELoss(config)`` and return its frozen features and curves.
 
-    ``progress``: a tqdm bar (or ``None``), advanced once per step.
+    ``progress``: a ``weince.cli.output.Bar`` (or ``None``), advanced once per step.
     """
     device = resolve_device(device_name)
     torch.manual_seed(seed)
