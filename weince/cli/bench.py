@@ -40,8 +40,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import functools
 import importlib.util
-import json
 import platform
 import resource
 import statistics
@@ -54,12 +54,22 @@ from typing import Any
 
 import numpy as np
 
-from weince.cli.args import even_size, json_file, output_file, positive_int
-from weince.cli.backends import full_precision_matmuls
+from weince.cli.args import even_size, json_rows, output_file, positive_int
+from weince.cli.backends import ADAPTERS, Backend, all_backends, full_precision_matmuls
+from weince.cli.output import table, track, write_json
 
-BACKENDS = ("torch", "jax", "cupy")
-ADAPTERS = {"torch": "weince_torch", "jax": "weince_jax", "cupy": "weince_cupy"}
+BACKENDS = tuple(ADAPTERS)  # the frameworks with an adapter: torch, jax, cupy
 DEVICES = ("cpu", "cuda")
+# The backend registry's kind of each framework on each --devices value (the first device).
+KINDS = {
+    ("torch", "cpu"): "torch-cpu",
+    ("torch", "cuda"): "torch-cuda",
+    ("jax", "cpu"): "jax-cpu",
+    ("jax", "cuda"): "jax-gpu",
+    ("cupy", "cuda"): "cupy",
+}
+# The keys a row of an earlier --json file is matched and compared by (--compare).
+ROW_KEYS = ("backend", "device", "dtype", "preset", "size", "dim", "median_ms", "ratio")
 DTYPES = ("float32", "bfloat16", "float16")
 PRESETS = ("infonce", "blend", "paper")
 FLOOR = "floor"
@@ -127,28 +137,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--compare",
-        type=earlier_rows,
+        type=json_rows(ROW_KEYS, "weince bench"),
         metavar="FILE",
         help="show the change against an earlier --json file (read and checked first)",
     )
-
-
-def earlier_rows(text: str) -> tuple[str, list[dict[str, Any]]]:
-    """An argparse ``type`` for ``--compare``: the file's name and its rows, each a dict with
-    the keys a row is matched and compared by; an error if the file holds no such rows."""
-    content = json_file(text)
-    rows = content.get("rows") if isinstance(content, dict) else content
-    needed = {"backend", "device", "dtype", "preset", "size", "dim", "median_ms", "ratio"}
-    if not isinstance(rows, list) or not rows:
-        raise argparse.ArgumentTypeError(f"{text} holds no rows: not a 'weince bench --json' file")
-    for i, row in enumerate(rows):
-        missing = needed - set(row) if isinstance(row, dict) else needed
-        if missing:
-            raise argparse.ArgumentTypeError(
-                f"{text}: row {i} lacks {', '.join(sorted(missing))}: not a 'weince bench --json' "
-                "file"
-            )
-    return text, rows
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
 # ---- statistics and timing ---------------------------------------------------------------------
@@ -212,6 +205,10 @@ def views(size: int, dim: int, inputs: str = "random") -> tuple[np.ndarray, np.n
     return z_i.astype(np.float32), z_j.astype(np.float32)
 
 
+# (z_i, z_j as NumPy float32, dtype, presets, torch.compile mode or None) -> steps by method
+MakeSteps = Callable[[np.ndarray, np.ndarray, str, list[str], "str | None"], dict[str, Step]]
+
+
 @dataclass
 class Target:
     """One framework on one device: how to build its steps and time one of them."""
@@ -220,13 +217,21 @@ class Target:
     device: str
     device_name: str
     dtypes: list[str]
-    # (z_i, z_j as NumPy float32, dtype, presets, compiled) -> the steps by method name
-    make_steps: Callable[[np.ndarray, np.ndarray, str, list[str], bool], dict[str, Step]]
+    make_steps: MakeSteps
     time_ms: Callable[[Step], float]
     gpu_peak_mib: Callable[[Step], float] | None = None
 
 
 def wall_ms(step: Step, finish: Callable[[Any], Any] = lambda out: out) -> float:
+    """The wall-clock time of one step, in milliseconds.
+
+    Args:
+        step: the step.
+        finish: waits for the step's result (``jax.block_until_ready``).
+
+    Returns:
+        The time.
+    """
     begin = time.perf_counter()
     finish(step())
     return (time.perf_counter() - begin) * 1e3
@@ -235,15 +240,25 @@ def wall_ms(step: Step, finish: Callable[[Any], Any] = lambda out: out) -> float
 # ---- PyTorch -----------------------------------------------------------------------------------
 
 
-def torch_targets(devices: list[str], threads: int | None = None) -> Iterator[Target]:
+def torch_target(backend: Backend) -> Target:
+    """PyTorch on the registry's ``backend`` (``torch-cpu`` or ``torch-cuda``).
+
+    Args:
+        backend: the device, from ``weince.cli.backends.all_backends``.
+
+    Returns:
+        The target: PyTorch's floor and ``WEINCELoss`` per preset, with autograd.
+    """
     import torch
     import torch.nn.functional as F
 
     from weince_torch import WEINCEConfig, WEINCELoss
 
+    device = backend.device or "cpu"
+
     def make_steps(
-        a: Any, b: Any, dtype: str, presets: list[str], compiled: str | None, device: str
-    ) -> dict:
+        a: np.ndarray, b: np.ndarray, dtype: str, presets: list[str], compiled: str | None
+    ) -> dict[str, Step]:
         z_i, z_j = (
             torch.from_numpy(z).to(device=device, dtype=getattr(torch, dtype)).requires_grad_(True)
             for z in (a, b)
@@ -295,32 +310,25 @@ def torch_targets(devices: list[str], threads: int | None = None) -> Iterator[Ta
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() / 2**20
 
-    # TF32 off and the thread count set while the targets run; both put back afterwards.
-    with full_precision_matmuls("torch"), torch_threads(threads):
-        if "cpu" in devices:
-            yield Target(
-                "torch",
-                "cpu",
-                f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
-                ["float32"],
-                lambda *a: make_steps(*a, device="cpu"),
-                wall_ms,
-            )
-        if "cuda" in devices and torch.cuda.is_available():
-            yield Target(
-                "torch",
-                "cuda",
-                torch.cuda.get_device_name(),
-                ["float32", "bfloat16"],
-                lambda *a: make_steps(*a, device="cuda"),
-                cuda_ms,
-                cuda_peak_mib,
-            )
+    if device == "cpu":
+        name = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+        return Target("torch", "cpu", name, ["float32"], make_steps, wall_ms)
+    name = torch.cuda.get_device_name(device)
+    return Target(
+        "torch", "cuda", name, ["float32", "bfloat16"], make_steps, cuda_ms, cuda_peak_mib
+    )
 
 
 @contextlib.contextmanager
 def torch_threads(threads: int | None) -> Iterator[None]:
-    """PyTorch's CPU thread count set to ``threads`` (None: left alone), restored afterwards."""
+    """PyTorch's CPU thread count set to ``threads`` while the block runs, restored afterwards.
+
+    Args:
+        threads: the count; ``None``: left alone.
+
+    Yields:
+        Nothing: the block runs with the setting.
+    """
     import torch
 
     previous = torch.get_num_threads()
@@ -335,12 +343,23 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 # ---- JAX ---------------------------------------------------------------------------------------
 
 
-def jax_targets(devices: list[str], threads: int | None = None) -> Iterator[Target]:
+def jax_target(backend: Backend) -> Target:
+    """JAX on the registry's ``backend`` (``jax-cpu`` or ``jax-gpu``).
+
+    Args:
+        backend: the device, from ``weince.cli.backends.all_backends``.
+
+    Returns:
+        The target: JAX's floor and ``weince_jax.weince_loss`` per preset, each step
+        ``jax.value_and_grad`` under ``jax.jit``.
+    """
     import jax
     import jax.numpy as jnp
 
     import weince_jax
     from weince_jax import WEINCEConfig
+
+    device = backend._jax_device()
 
     def minimal_infonce(z_i: Any, z_j: Any) -> Any:
         size = 2 * z_i.shape[0]
@@ -355,9 +374,9 @@ def jax_targets(devices: list[str], threads: int | None = None) -> Iterator[Targ
     grad_weince = jax.value_and_grad(weince_jax.weince_loss, argnums=(0, 1), has_aux=True)
 
     def make_steps(
-        a: Any, b: Any, dtype: str, presets: list[str], compiled: str | None, device: Any
-    ) -> dict:
-        with jax.default_device(device), jax.default_matmul_precision("highest"):
+        a: np.ndarray, b: np.ndarray, dtype: str, presets: list[str], compiled: str | None
+    ) -> dict[str, Step]:
+        with jax.default_device(device):
             z_i, z_j = (jax.device_put(jnp.asarray(z, getattr(jnp, dtype)), device) for z in (a, b))
             floor = jax.jit(grad_floor)
             steps: dict[str, Step] = {FLOOR: lambda: floor(z_i, z_j)}
@@ -370,27 +389,16 @@ def jax_targets(devices: list[str], threads: int | None = None) -> Iterator[Targ
                     (loss, (new_state, _)), grads = grad_weince(z_i, z_j, state, config)
                     return loss, grads, new_state
 
-                steps[preset] = lambda step=step, state=state: step(z_i, z_j, state)
+                steps[preset] = functools.partial(step, z_i, z_j, state)
         return steps
 
     def block_ms(step: Step) -> float:
-        with jax.default_matmul_precision("highest"):
-            return wall_ms(step, jax.block_until_ready)
+        return wall_ms(step, jax.block_until_ready)
 
-    platforms = {"cpu": "cpu", "cuda": "gpu"}
-    for device_kind in devices:
-        try:
-            device = jax.devices(platforms[device_kind])[0]
-        except RuntimeError:  # no such platform
-            continue
-        yield Target(
-            "jax",
-            device_kind,
-            f"{device.platform} ({device.device_kind})",
-            ["float32"] if device_kind == "cpu" else ["float32", "bfloat16"],
-            lambda *a, device=device: make_steps(*a, device=device),
-            block_ms,
-        )
+    kind = "cpu" if device.platform == "cpu" else "cuda"
+    dtypes = ["float32"] if kind == "cpu" else ["float32", "bfloat16"]
+    name = f"{device.platform} ({device.device_kind})"
+    return Target("jax", kind, name, dtypes, make_steps, block_ms)
 
 
 # ---- CuPy --------------------------------------------------------------------------------------
@@ -398,7 +406,16 @@ def jax_targets(devices: list[str], threads: int | None = None) -> Iterator[Targ
 
 def minimal_infonce_value_and_grad(xp: Any, z_i: Any, z_j: Any) -> tuple[Any, Any, Any]:
     """The floor for a framework without autograd (CuPy; any NumPy-like ``xp``): the minimal
-    InfoNCE loss and its gradient with respect to ``z_i`` and ``z_j``, written by hand."""
+    InfoNCE loss and its gradient with respect to ``z_i`` and ``z_j``, written by hand.
+
+    Args:
+        xp: the array namespace (``cupy``, ``numpy``).
+        z_i: the first views, ``(N, d)``.
+        z_j: the second views, ``(N, d)``.
+
+    Returns:
+        ``(loss, dL/dz_i, dL/dz_j)``.
+    """
     n = z_i.shape[0]
     size = 2 * n
     z = xp.concatenate([z_i, z_j])
@@ -420,27 +437,34 @@ def minimal_infonce_value_and_grad(xp: Any, z_i: Any, z_j: Any) -> tuple[Any, An
     return loss, dz[:n], dz[n:]
 
 
-def cupy_targets(devices: list[str], threads: int | None = None) -> Iterator[Target]:
-    if "cuda" not in devices:
-        return
+def cupy_target(backend: Backend) -> Target:
+    """CuPy on the registry's ``backend`` (``cupy``, a CUDA device).
+
+    Args:
+        backend: the device, from ``weince.cli.backends.all_backends``.
+
+    Returns:
+        The target: the hand-written floor and ``weince_cupy.value_and_grad`` per preset.
+    """
     import cupy
 
     import weince_core as wc
     import weince_cupy
 
-    try:
-        if cupy.cuda.runtime.getDeviceCount() == 0:
-            return
-    except cupy.cuda.runtime.CUDARuntimeError:
-        return
+    index = backend._device_index()
 
-    def make_steps(a: Any, b: Any, dtype: str, presets: list[str], compiled: str | None) -> dict:
-        z_i, z_j = cupy.asarray(a, dtype), cupy.asarray(b, dtype)
-        steps: dict[str, Step] = {FLOOR: lambda: minimal_infonce_value_and_grad(cupy, z_i, z_j)}
-        for preset in presets:
-            config = wc.WEINCEConfig.preset(preset)
-            state = weince_cupy.init_state(config)
-            steps[preset] = lambda c=config, s=state: weince_cupy.value_and_grad(z_i, z_j, s, c)
+    def make_steps(
+        a: np.ndarray, b: np.ndarray, dtype: str, presets: list[str], compiled: str | None
+    ) -> dict[str, Step]:
+        with cupy.cuda.Device(index):
+            z_i, z_j = cupy.asarray(a, dtype), cupy.asarray(b, dtype)
+            steps: dict[str, Step] = {FLOOR: lambda: minimal_infonce_value_and_grad(cupy, z_i, z_j)}
+            for preset in presets:
+                config = wc.WEINCEConfig.preset(preset)
+                state = weince_cupy.init_state(config)
+                steps[preset] = functools.partial(
+                    weince_cupy.value_and_grad, z_i, z_j, state, config
+                )
         return steps
 
     def cuda_ms(step: Step) -> float:
@@ -449,25 +473,66 @@ def cupy_targets(devices: list[str], threads: int | None = None) -> Iterator[Tar
         step()
         end.record()
         end.synchronize()
-        return cupy.cuda.get_elapsed_time(start, end)
+        return float(cupy.cuda.get_elapsed_time(start, end))
 
-    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
-    name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
-    yield Target("cupy", "cuda", name, ["float32"], make_steps, cuda_ms)
+    name = backend.describe().partition(", ")[2]
+    return Target("cupy", "cuda", name, ["float32"], make_steps, cuda_ms)
 
 
-TARGETS = {"torch": torch_targets, "jax": jax_targets, "cupy": cupy_targets}
+TARGETS: dict[str, Callable[[Backend], Target]] = {
+    "torch": torch_target,
+    "jax": jax_target,
+    "cupy": cupy_target,
+}
 
 
 def installed(backend: str) -> bool:
+    """Whether a framework and its adapter are installed (nothing is imported).
+
+    Args:
+        backend: ``torch``, ``jax`` or ``cupy``.
+
+    Returns:
+        True when both are.
+    """
     return all(importlib.util.find_spec(m) is not None for m in (backend, ADAPTERS[backend]))
+
+
+@contextlib.contextmanager
+def settings(module: str, threads: int | None) -> Iterator[None]:
+    """The process-wide settings of a run, put back afterwards: float32 products in full
+    precision (no TF32) and, for PyTorch, the CPU thread count.
+
+    Args:
+        module: the framework, ``torch``, ``jax`` or ``cupy``.
+        threads: PyTorch's CPU threads (``None``: PyTorch's own choice).
+
+    Yields:
+        Nothing: the block runs with the settings.
+    """
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(full_precision_matmuls(module))
+        if module == "torch":
+            stack.enter_context(torch_threads(threads))
+        yield
 
 
 # ---- the run -----------------------------------------------------------------------------------
 
 
-def bench_target(target: Target, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Every row of one framework on one device: per dtype and size, the floor and presets."""
+def bench_target(
+    target: Target, args: argparse.Namespace, *, progress: bool = True
+) -> list[dict[str, Any]]:
+    """Every row of one framework on one device: per dtype and size, the floor and presets.
+
+    Args:
+        target: the framework on its device.
+        args: the command's arguments (sizes, dim, dtypes, presets, repeats, ...).
+        progress: a progress bar over the dtypes and sizes on stderr.
+
+    Returns:
+        The rows, one per dtype, size and method.
+    """
     dtypes = target.dtypes if args.dtypes is None else args.dtypes
     if target.backend == "cupy":
         skipped = [d for d in dtypes if d != "float32"]
@@ -476,28 +541,32 @@ def bench_target(target: Target, args: argparse.Namespace) -> list[dict[str, Any
         dtypes = [d for d in dtypes if d == "float32"]
     sizes = args.sizes or SIZES[target.device]
     rows = []
-    for dtype in dtypes:
-        for size in sizes:
-            z_i, z_j = views(size, args.dim, args.inputs)
-            compiled = args.compile if target.backend == "torch" else None
-            steps = target.make_steps(z_i, z_j, dtype, list(args.presets), compiled)
-            peaks: dict[str, float | None] = {}
+    cases = [(dtype, size) for dtype in dtypes for size in sizes]
+    where = f"{target.backend} {target.device}"
+    for dtype, size in track(
+        cases, "bench", enabled=progress, label=lambda c: f"{where} {c[0]} 2N = {c[1]}"
+    ):
+        z_i, z_j = views(size, args.dim, args.inputs)
+        compiled = args.compile if target.backend == "torch" else None
+        steps = target.make_steps(z_i, z_j, dtype, list(args.presets), compiled)
+        peaks: dict[str, float | None] = {}
+        for name, step in steps.items():
+            resettable = reset_peak_rss()
+            before = peak_rss_mib()
+            for _ in range(max(1, args.warmup)):
+                target.time_ms(step)
+            peaks[name] = peak_rss_mib() - before if target.device == "cpu" else None
+        if target.gpu_peak_mib is not None:
+            peaks = {name: target.gpu_peak_mib(step) for name, step in steps.items()}
+        times: dict[str, list[float]] = {name: [] for name in steps}
+        for _ in range(args.repeats):
             for name, step in steps.items():
-                resettable = reset_peak_rss()
-                before = peak_rss_mib()
-                for _ in range(max(1, args.warmup)):
-                    target.time_ms(step)
-                peaks[name] = peak_rss_mib() - before if target.device == "cpu" else None
-            if target.gpu_peak_mib is not None:
-                peaks = {name: target.gpu_peak_mib(step) for name, step in steps.items()}
-            times: dict[str, list[float]] = {name: [] for name in steps}
-            for _ in range(args.repeats):
-                for name, step in steps.items():
-                    times[name].append(target.time_ms(step))
-            stats = {name: summarize(values) for name, values in times.items()}
-            floor = stats[FLOOR]["median_ms"]
-            for name in steps:
-                row = {
+                times[name].append(target.time_ms(step))
+        stats = {name: summarize(values) for name, values in times.items()}
+        floor = stats[FLOOR]["median_ms"]
+        for name in steps:
+            rows.append(
+                {
                     "backend": target.backend,
                     "device": target.device,
                     "device_name": target.device_name,
@@ -512,12 +581,12 @@ def bench_target(target: Target, args: argparse.Namespace) -> list[dict[str, Any
                     "peak_mib": peaks[name],
                     "peak_kind": peak_kind(target, resettable),
                 }
-                rows.append(row)
-                print(format_row(row), flush=True)
+            )
     return rows
 
 
 def peak_kind(target: Target, resettable: bool) -> str | None:
+    """How a row's peak memory was measured (``None``: not measured)."""
     if target.gpu_peak_mib is not None:
         return "torch.cuda.max_memory_allocated"
     if target.device == "cpu":
@@ -525,23 +594,34 @@ def peak_kind(target: Target, resettable: bool) -> str | None:
     return None
 
 
-HEADER = (
-    f"{'backend':7s} {'device':6s} {'dtype':9s} {'2N':>6} {'method':16s} {'median ms':>10} "
-    f"{'min':>9} {'max':>9} {'IQR':>8} {'ratio':>6} {'peak MiB':>9}"
-)
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    """The rows as a table: times, ratio to the floor, peak memory.
+
+    Args:
+        rows: rows of ``bench_target``.
+
+    Returns:
+        The table's text.
+    """
+    header = ["backend", "device", "dtype", "2N", "method", "median ms", "min", "max", "IQR"]
+    header += ["ratio", "peak MiB"]
+    cells = [
+        [
+            *(row[key] for key in ("backend", "device", "dtype")),
+            str(row["size"]),
+            row["preset"],
+            *(f"{row[key]:.2f}" for key in ("median_ms", "min_ms", "max_ms")),
+            f"{row['q3_ms'] - row['q1_ms']:.2f}",
+            f"{row['ratio']:.2f}",
+            "-" if row["peak_mib"] is None else f"{row['peak_mib']:.1f}",
+        ]
+        for row in rows
+    ]
+    return table(header, cells, justify="lllrl" + "r" * 6)
 
 
-def format_row(row: dict[str, Any]) -> str:
-    peak = row["peak_mib"]
-    peak_text = f"{peak:9.1f}" if peak is not None else f"{'-':>9}"
-    return (
-        f"{row['backend']:7s} {row['device']:6s} {row['dtype']:9s} {row['size']:6d} "
-        f"{row['preset']:16s} {row['median_ms']:10.2f} {row['min_ms']:9.2f} {row['max_ms']:9.2f} "
-        f"{row['q3_ms'] - row['q1_ms']:8.2f} {row['ratio']:6.2f} {peak_text}"
-    )
-
-
-def row_key(row: dict[str, Any]) -> tuple:
+def row_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """What matches a row with a row of an earlier run."""
     fields = ("backend", "device", "dtype", "preset", "size", "dim")
     return (*(row[f] for f in fields), row.get("inputs", "random"))
 
@@ -549,29 +629,36 @@ def row_key(row: dict[str, Any]) -> tuple:
 def compare(rows: list[dict[str, Any]], earlier: tuple[str, list[dict[str, Any]]]) -> None:
     """Print, for each row also in the earlier file, the change of median time and of ratio.
 
-    ``earlier``: the file's name and its rows, as ``earlier_rows`` read them.
+    Args:
+        rows: this run's rows.
+        earlier: the file's name and its rows, as ``--compare`` read them.
     """
     path, earlier_rows = earlier
     old = {row_key(r): r for r in earlier_rows}
     print(f"\nchange against {path}:")
-    print(
-        f"{'backend':7s} {'device':6s} {'dtype':9s} {'2N':>6} {'method':16s} {'was ms':>9} "
-        f"{'now ms':>9} {'change':>8} {'was ratio':>9} {'now ratio':>9}"
-    )
-    matched = 0
+    cells = []
     for row in rows:
         before = old.get(row_key(row))
         if before is None:
             continue
-        matched += 1
         change = 100 * (row["median_ms"] / before["median_ms"] - 1)
-        print(
-            f"{row['backend']:7s} {row['device']:6s} {row['dtype']:9s} {row['size']:6d} "
-            f"{row['preset']:16s} {before['median_ms']:9.2f} {row['median_ms']:9.2f} "
-            f"{change:+7.1f}% {before['ratio']:9.2f} {row['ratio']:9.2f}"
+        cells.append(
+            [
+                *(row[key] for key in ("backend", "device", "dtype")),
+                str(row["size"]),
+                row["preset"],
+                f"{before['median_ms']:.2f}",
+                f"{row['median_ms']:.2f}",
+                f"{change:+.1f}%",
+                f"{before['ratio']:.2f}",
+                f"{row['ratio']:.2f}",
+            ]
         )
-    if not matched:
+    if not cells:
         print("  (no rows in common)")
+        return
+    header = ["backend", "device", "dtype", "2N", "method", "was ms", "now ms", "change"]
+    print(table([*header, "was ratio", "now ratio"], cells, justify="lllrl" + "r" * 5))
 
 
 def plot(rows: list[dict[str, Any]], path: str) -> None:
@@ -613,23 +700,37 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    backends = args.backends or list(BACKENDS)
+    """Benchmark every framework and device asked for; print the rows, write the files.
+
+    Args:
+        args: the parsed options of ``weince bench``.
+
+    Returns:
+        0, or 1 when no installed framework runs on the devices asked for.
+    """
+    frameworks = args.backends or list(BACKENDS)
     devices = args.devices or list(DEVICES)
     rows: list[dict[str, Any]] = []
-    found = False
     print(f"d = {args.dim}, {args.repeats} timed rounds after {args.warmup} warm-up steps")
-    if args.compile and set(backends) - {"torch"}:
+    if args.compile and set(frameworks) - {"torch"}:
         print("--compile applies to PyTorch only (the JAX steps are always jitted)")
-    print(HEADER)
-    for backend in backends:
-        if not installed(backend):
-            print(f"  ({backend}: {backend} or {ADAPTERS[backend]} not installed, skipped)")
+    for framework in frameworks:
+        if not installed(framework):
+            print(f"  ({framework}: {framework} or {ADAPTERS[framework]} not installed, skipped)")
             continue
-        for target in TARGETS[backend](devices, getattr(args, "threads", None)):
-            found = True
-            print(f"  -- {target.backend} on {target.device}: {target.device_name}")
-            rows.extend(bench_target(target, args))
-    if not found:
+        ids = [KINDS[framework, device] for device in devices if (framework, device) in KINDS]
+        # The first device of each kind (a second GPU has the id torch-cuda:1).
+        for backend in (b for b in all_backends(ids) if b.id in ids):
+            if backend.skip_reason:
+                print(f"  ({backend.id}: {backend.skip_reason}, skipped)")
+                continue
+            with settings(backend.module, args.threads):
+                target = TARGETS[framework](backend)
+                print(f"  -- {target.backend} on {target.device}: {target.device_name}")
+                mine = bench_target(target, args, progress=not args.no_progress)
+            print(format_rows(mine), flush=True)
+            rows += mine
+    if not rows:
         print("no installed backend on the requested devices", file=sys.stderr)
         return 1
     kinds = {r["peak_kind"] for r in rows if r["device"] == "cpu"}
@@ -646,13 +747,12 @@ def run(args: argparse.Namespace) -> int:
             "platform": platform.platform(),
             "argv": sys.argv,
             "versions": {
-                b: getattr(sys.modules.get(b), "__version__", None)
+                b: getattr(sys.modules[b], "__version__", None)
                 for b in BACKENDS
                 if b in sys.modules
             },
         }
-        with open(args.json, "w") as file:
-            json.dump({"meta": meta, "rows": rows}, file, indent=1)
+        write_json(args.json, {"meta": meta, "rows": rows})
     if args.plot:
         plot(rows, args.plot)
     if args.compare:
