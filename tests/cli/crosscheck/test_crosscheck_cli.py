@@ -401,3 +401,25 @@ def test_the_tolerance_does_not_widen_near_the_cap(tmp_path, capsys):
     assert code == (0 if report["passed"] else 1)
     printed = [line.split() for line in out.splitlines()]
     assert ["float32", "1e-03", "1e-03", "1e-03", "1e-03"] in printed  # the tolerances
+
+
+def test_jax_settings_are_put_back_after_a_run(capsys):
+    """JAX's float64 switch and matmul precision hold during a run only (the test suite turns
+    float64 on for itself: it is turned off here to see it come back)."""
+    jax = pytest.importorskip("jax")
+    from weince.cli.backends import full_precision_matmuls, jax_float64
+
+    before = jax.config.read("jax_enable_x64"), jax.config.jax_default_matmul_precision
+    try:
+        jax.config.update("jax_enable_x64", False)
+        with jax_float64(), full_precision_matmuls("jax"):
+            assert jax.config.read("jax_enable_x64") is True
+            assert jax.config.jax_default_matmul_precision == "highest"
+        assert jax.config.read("jax_enable_x64") is False
+        argv = ["--backends", "jax-cpu", "--sizes", "4", "--dim", "3", "--steps", "1"]
+        code, out, _ = run_command([*argv, "--dtype", "float64", "--no-progress"], capsys)
+        assert code == 0, out
+        assert jax.config.read("jax_enable_x64") is False
+    finally:
+        jax.config.update("jax_enable_x64", before[0])
+    assert jax.config.jax_default_matmul_precision == before[1]
