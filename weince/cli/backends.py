@@ -423,7 +423,7 @@ def _torch_full_precision(torch: Any) -> Iterator[None]:
     ``torch.backends.cuda.matmul`` and of mkldnn's, PyTorch >= 2.9), which are put back
     exactly as they were afterwards, ``"none"`` included.
     """
-    settings = [
+    settings: list[Any] = [
         group
         for group in (
             getattr(torch.backends.cuda, "matmul", None),
@@ -514,7 +514,7 @@ class _Spec:
 
     id: str
     module: str
-    device: str | None
+    device: str
     dtypes: tuple[str, ...]
     devices: Callable[[], list[str] | str] | None = None  # the devices, or why there are none
 

@@ -24,7 +24,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -71,6 +71,7 @@ VERDICT: dict[str, Tolerance] = {
 VIEW_NOISE = 0.5
 
 Batch = tuple[np.ndarray, np.ndarray]
+T = TypeVar("T")
 
 
 class UsageError(Exception):
@@ -178,7 +179,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     forms_check.add_form_argument(parser)  # --form: the pairing forms (weince.cli.forms_check)
 
 
-def _flat(values: Iterable[list[Any]] | None, default: list[Any]) -> list[Any]:
+def _flat(values: Iterable[list[Any]] | None, default: T) -> list[Any] | T:
+    """The items of an ``append`` option's lists, each once, in order; ``default`` if none."""
     if values is None:
         return default
     return list(dict.fromkeys(item for group in values for item in group))
@@ -508,10 +510,10 @@ def run_job(job: Job, references: ReferenceCache, path: str) -> Row:
     )
     try:
         # The inputs as the backend holds them: the reference computes on the same numbers.
-        rounded = tuple(
-            tuple(backend.to_numpy(backend.asarray(z, job.dtype)) for z in batch)
-            for batch in case.batches
-        )
+        def held(z: np.ndarray) -> np.ndarray:
+            return backend.to_numpy(backend.asarray(z, job.dtype))
+
+        rounded = tuple((held(z_i), held(z_j)) for z_i, z_j in case.batches)
         reference = references.get(rounded, job.preset)
         row.delta = references.delta(rounded)
         row.nonfinite_rows = Case(case.name, rounded).nonfinite_rows

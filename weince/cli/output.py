@@ -57,8 +57,8 @@ def table(
         expand=False,
     )
     for i, title in enumerate(header):
-        side = "right" if justify[i : i + 1] == "r" else "left"
-        grid.add_column(title, justify=side, no_wrap=True)
+        right = justify[i : i + 1] == "r"
+        grid.add_column(title, justify="right" if right else "left", no_wrap=True)
     for i, cells in enumerate(rows):
         grid.add_row(*cells, end_section=rules and i + 1 in sections)
     return render(grid)

@@ -116,7 +116,7 @@ def _training_step(
         weight_decay=protocol.weight_decay,
     )  # the defaults of torch.optim.AdamW
 
-    def loss_fn(params: Params, views: jax.Array, loss_state: jax.Array) -> Any:
+    def loss_fn(params: Params, views: jax.Array, loss_state: Any) -> Any:
         z_i, z_j = jnp.split(projection(params, views), 2)
         return weince_jax.weince_loss(z_i, z_j, loss_state, config=config)
 
