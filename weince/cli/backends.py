@@ -35,7 +35,7 @@ is often near 0). ``value`` bounds the loss, ``beta_t`` (used and carried), ``rh
 
 A bound is ``max(floor, C * u / delta)``. ``u`` is the unit roundoff of the dtype the loss is
 computed in (2^-53 for float64; 2^-24 otherwise, since half precision computes in float32,
-SPEC.md section 7) and ``delta`` the inputs' smallest shortfall ``1 - s`` over all pairs of
+docs/math.md section 7) and ``delta`` the inputs' smallest shortfall ``1 - s`` over all pairs of
 rows (``smallest_shortfall``). The shortfall coordinate ``-log(1 - s)`` and its derivative
 ``1 / (1 - s)`` turn an error ``u`` in ``s`` into a relative error ``u / (1 - s)``, so ``1/delta``
 is the inputs' condition number: random inputs in high dimension have ``delta`` around 0.1,
@@ -49,8 +49,8 @@ dtype      floor: value / lam / grad / d_aic       why
 =========  ======================================  ===========================================
 float64    1e-12 / 1e-12 / 1e-12 / 1e-12           measured 1e-14 at most off the cap (loss
                                                    8e-16, gradients 9e-15, dAIC 6e-15);
-                                                   SPEC.md promises 1e-10 against the
-                                                   published implementation
+                                                   the reference vectors of docs/math.md
+                                                   promise 1e-10 against the published one
 float32    1e-5 / 2e-5 / 3e-5 / 5e-5               measured off the cap (delta > 0.05): loss
                                                    5e-7, rho and beta_t 3e-7, lambda 4e-6,
                                                    gradients 6e-6, dAIC 9e-6; the tail fits

@@ -53,7 +53,7 @@ TABLE_QUANTITIES = ("loss", "grad", "lambda", "beta_t")
 # The quantities that exist only where the gate is on (NaN by design with gate "off").
 TAIL_QUANTITIES = ("d_aic", "rho", "rho0")
 # The verdict: a fixed tolerance per dtype, the same whatever the inputs. float64: the agreement
-# SPEC.md section 8 promises (1e-9; measured below 4e-10 even with rows 1e-3 apart). The other
+# docs/math.md section 8 promises (1e-9; measured below 4e-10 even with rows 1e-3 apart). The other
 # dtypes compute in float32, whose cap 1 - eps is not 1 - 1e-6 but 1 - 1.0133e-6: on batches
 # with copies the clamped logits differ from float64's by design, moving the loss by up to 6e-4
 # (measured), hence 1e-3; bfloat16 and float16 return gradients rounded to 2^-8 and 2^-11.
@@ -530,7 +530,7 @@ def run_job(job: Job, references: ReferenceCache, path: str) -> Row:
 
 
 def _wrong_dtype(results: Sequence[StepResult], dtype: str) -> str | None:
-    """What came back in the wrong dtype (SPEC.md section 7), or ``None``."""
+    """What came back in the wrong dtype (docs/math.md section 7), or ``None``."""
     compute = "float64" if dtype == "float64" else "float32"
     for r in results:
         if r.loss_dtype != compute:

@@ -1,4 +1,4 @@
-"""The pairing forms (SPEC.md section 9) on every backend, against the NumPy float64 core.
+"""The pairing forms (docs/math.md section 9) on every backend, against the NumPy float64 core.
 
 ``weince crosscheck --form two_tower|explicit_negatives|multi_positive|two_view|all`` runs here
 for every form but the two-view one (which ``weince.cli.crosscheck`` runs as before): seeded inputs
@@ -452,7 +452,7 @@ def add_form_argument(parser: argparse.ArgumentParser) -> None:
         type=choice_list("form", FORMS),
         action="append",
         metavar="FORM[,FORM...]",
-        help=f"pairing forms (SPEC.md section 9): {', '.join(FORMS)} or all (default: "
+        help=f"pairing forms (docs/math.md section 9): {', '.join(FORMS)} or all (default: "
         "two_view); the forms other than two_view run on generated inputs, 64 rows unless "
         "--sizes says otherwise",
     )

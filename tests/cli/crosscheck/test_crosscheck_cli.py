@@ -332,7 +332,7 @@ def duplicate_batch() -> tuple[np.ndarray, np.ndarray]:
 
 def test_the_duplicate_batch_passes_on_every_backend_and_dtype(tmp_path, capsys):
     """Copies in a batch: every backend and dtype agrees with NumPy float64 within the fixed
-    tolerances (needs the exact-arithmetic rules of SPEC.md section 8)."""
+    tolerances (needs the exact-arithmetic rules of docs/math.md section 8)."""
     path = tmp_path / "duplicates.npy"
     np.save(path, np.stack(duplicate_batch()))
     code, out, _ = run_command(["--input", str(path), "--steps", "2", "--no-progress"], capsys)
