@@ -54,8 +54,8 @@ from typing import Any
 
 import numpy as np
 
-from weince.backends import full_precision_matmuls
 from weince.cli import even_size, json_file, output_file, positive_int
+from weince_core.testing import full_precision_matmuls
 
 BACKENDS = ("torch", "jax", "cupy")
 ADAPTERS = {"torch": "weince_torch", "jax": "weince_jax", "cupy": "weince_cupy"}

@@ -31,19 +31,17 @@ import numpy as np
 
 import weince_core as wc
 from weince import forms_check
-from weince.backends import (
+from weince.backends import PATHS, Backend, all_backends
+from weince.cli import int_list, output_file, positive_int
+from weince_core import WEINCEConfig
+from weince_core.testing import (
     BACKEND_IDS,
     DTYPES,
-    PATHS,
-    Backend,
     StepResult,
     Tolerance,
-    all_backends,
     enable_jax_float64,
     smallest_shortfall,
 )
-from weince.cli import int_list, output_file, positive_int
-from weince_core import WEINCEConfig
 
 PRESETS = ("paper", "blend", "infonce")
 # The compared quantities, in the order of the table and the JSON.
