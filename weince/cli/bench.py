@@ -55,8 +55,9 @@ from typing import Any
 import numpy as np
 
 from weince.cli.args import even_size, json_rows, output_file, positive_int
-from weince.cli.backends import ADAPTERS, Backend, all_backends, full_precision_matmuls
+from weince.cli.backends import Backend, all_backends
 from weince.cli.output import table, track, write_json
+from weince_core.testing import ADAPTERS, full_precision_matmuls
 
 BACKENDS = tuple(ADAPTERS)  # the frameworks with an adapter: torch, jax, cupy
 DEVICES = ("cpu", "cuda")
@@ -359,7 +360,7 @@ def jax_target(backend: Backend) -> Target:
     import weince_jax
     from weince_jax import WEINCEConfig
 
-    device = backend._jax_device()
+    device = backend.jax_device()
 
     def minimal_infonce(z_i: Any, z_j: Any) -> Any:
         size = 2 * z_i.shape[0]
@@ -451,7 +452,7 @@ def cupy_target(backend: Backend) -> Target:
     import weince_core as wc
     import weince_cupy
 
-    index = backend._device_index()
+    index = backend.device_index()
 
     def make_steps(
         a: np.ndarray, b: np.ndarray, dtype: str, presets: list[str], compiled: str | None

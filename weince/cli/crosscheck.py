@@ -31,20 +31,16 @@ import numpy as np
 import weince_core as wc
 from weince.cli import forms_check
 from weince.cli.args import backend_names, choice_list, int_list, output_file, positive_int
-from weince.cli.backends import (
-    BACKEND_IDS,
-    DTYPES,
-    PATHS,
-    Backend,
-    StepResult,
-    Tolerance,
-    all_backends,
-    jax_float64,
-    matching_ids,
-    smallest_shortfall,
-)
+from weince.cli.backends import PATHS, Backend, all_backends, jax_float64, matching_ids
 from weince.cli.output import json_ready, table, track, write_json
 from weince_core import WEINCEConfig
+from weince_core.testing import (
+    BACKEND_IDS,
+    DTYPES,
+    StepResult,
+    Tolerance,
+    smallest_shortfall,
+)
 
 PRESETS = ("paper", "blend", "infonce")
 # The compared quantities, in the order of the table and the JSON.

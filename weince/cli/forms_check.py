@@ -31,16 +31,10 @@ import numpy as np
 import weince_core as wc
 from weince.cli import crosscheck as cc
 from weince.cli.args import choice_list
-from weince.cli.backends import (
-    Backend,
-    _dtype_name,
-    _import_adapter,
-    full_precision_matmuls,
-    jax_float64,
-    smallest_shortfall,
-)
+from weince.cli.backends import Backend, _import_adapter, jax_float64
 from weince.cli.output import track, write_json
 from weince_core import WEINCEConfig
+from weince_core.testing import dtype_name, full_precision_matmuls, smallest_shortfall
 
 FORMS = ("two_view", "two_tower", "explicit_negatives", "multi_positive")
 # Each form's array arguments (before state), those with a gradient, and keyword arrays.
@@ -206,8 +200,8 @@ def _result(
         grads={name: backend.to_numpy(g) for name, g in grads.items()},
         state=backend.to_numpy(state),
         stats={key: backend.to_numpy(value) for key, value in stats.items()},
-        loss_dtype=_dtype_name(loss),
-        grad_dtypes={name: _dtype_name(g) for name, g in grads.items()},
+        loss_dtype=dtype_name(loss),
+        grad_dtypes={name: dtype_name(g) for name, g in grads.items()},
     )
 
 
@@ -284,7 +278,7 @@ def _run_jax(
         )
 
     step = jax.jit(step)
-    state = weince_jax.init_state(config, device=backend._jax_device())
+    state = weince_jax.init_state(config, device=backend.jax_device())
     results = []
     for batch in case.batches:
         arrays = {k: _to_backend(backend, k, v, dtype) for k, v in batch.items()}
@@ -302,7 +296,7 @@ def _run_cupy(
     options: dict[str, Any],
 ) -> list[FormResult]:
     function = getattr(weince_cupy, f"{case.form}_value_and_grad")
-    state = weince_cupy.init_state(config, device=backend._device_index())
+    state = weince_cupy.init_state(config, device=backend.device_index())
     results = []
     for batch in case.batches:
         arrays = {k: _to_backend(backend, k, v, dtype) for k, v in batch.items()}
