@@ -69,6 +69,15 @@ class Backend(testing.Backend):
 
         ``path="adapter"`` uses the framework's adapter when it is importable and the core
         otherwise; ``path="core"`` always uses the core. Returns the path taken and the results.
+
+        Args:
+            batches: the inputs of each step, ``(z_i, z_j)`` as NumPy arrays.
+            config: the loss's configuration.
+            dtype: the dtype the inputs are cast to (one of ``self.dtypes``).
+            path: ``"adapter"``: the adapter where importable, else the core; ``"core"``: the core.
+
+        Returns:
+            The path taken and one ``StepResult`` per step.
         """
         if path not in PATHS:
             raise ValueError(f"path must be one of {PATHS}; got {path!r}")
@@ -141,7 +150,14 @@ def _jax_adapter_step() -> Callable[..., Any]:
 
 
 def all_backends(ids: Sequence[str] | None = None) -> list[Backend]:
-    """``weince_core.testing.all_backends``, each backend able to run through its adapter."""
+    """``weince_core.testing.all_backends``, each backend able to run through its adapter.
+
+    Args:
+        ids: the backend kinds wanted; ``None``: all.
+
+    Returns:
+        One backend per device of each kind, each runnable or with the reason it is skipped.
+    """
     return [
         Backend(**{f.name: getattr(b, f.name) for f in dataclasses.fields(b)})
         for b in testing.all_backends(ids)

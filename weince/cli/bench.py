@@ -85,6 +85,11 @@ Step = Callable[[], Any]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``weince bench``.
+
+    Args:
+        parser: the command's parser, to which the options are added.
+    """
     parser.add_argument(
         "--sizes",
         type=even_size,
@@ -149,7 +154,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def summarize(times_ms: list[float]) -> dict[str, float]:
-    """Median, min, max and quartiles of one method's timed rounds."""
+    """Median, min, max and quartiles of one method's timed rounds.
+
+    Args:
+        times_ms: the timed rounds, in milliseconds (at least one).
+
+    Returns:
+        ``median_ms``, ``min_ms``, ``max_ms``, ``q1_ms`` and ``q3_ms``.
+    """
     ordered = sorted(times_ms)
     if len(ordered) >= 2:
         q1, _, q3 = statistics.quantiles(ordered, n=4, method="inclusive")
@@ -167,7 +179,11 @@ def summarize(times_ms: list[float]) -> dict[str, float]:
 def reset_peak_rss() -> bool:
     """Linux: set the process's peak resident memory (VmHWM) back to its current size, after
     handing freed heap memory back (glibc's ``malloc_trim``: else a method reuses memory that an
-    earlier one freed, and its growth does not show). False where the peak cannot be reset."""
+    earlier one freed, and its growth does not show). False where the peak cannot be reset.
+
+    Returns:
+        False where the peak cannot be reset.
+    """
     try:
         ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
@@ -181,7 +197,11 @@ def reset_peak_rss() -> bool:
 
 
 def peak_rss_mib() -> float:
-    """The process's peak resident memory: VmHWM where Linux has it, else ``ru_maxrss``."""
+    """The process's peak resident memory: VmHWM where Linux has it, else ``ru_maxrss``.
+
+    Returns:
+        The peak, in MiB.
+    """
     try:
         with open("/proc/self/status") as file:
             return next(int(line.split()[1]) for line in file if line.startswith("VmHWM:")) / 2**10
@@ -192,7 +212,16 @@ def peak_rss_mib() -> float:
 
 def views(size: int, dim: int, inputs: str = "random") -> tuple[np.ndarray, np.ndarray]:
     """Two correlated float32 views of ``size // 2`` rows: Gaussian, or 10 clusters whose
-    spreads range from 0.2 to 2 (``clustered``)."""
+    spreads range from 0.2 to 2 (``clustered``).
+
+    Args:
+        size: ``2N``, the rows of both views.
+        dim: the embedding dimension ``d``.
+        inputs: ``"random"`` or ``"clustered"``.
+
+    Returns:
+        ``(z_i, z_j)``, each ``(N, d)`` float32, the same draw every time.
+    """
     rng = np.random.default_rng(0)
     n = size // 2
     if inputs == "clustered":
@@ -587,7 +616,15 @@ def bench_target(
 
 
 def peak_kind(target: Target, resettable: bool) -> str | None:
-    """How a row's peak memory was measured (``None``: not measured)."""
+    """How a row's peak memory was measured (``None``: not measured).
+
+    Args:
+        target: the framework and device.
+        resettable: whether the peak resident memory was reset before the method.
+
+    Returns:
+        A few words, or ``None``.
+    """
     if target.gpu_peak_mib is not None:
         return "torch.cuda.max_memory_allocated"
     if target.device == "cpu":
@@ -622,7 +659,14 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
 
 
 def row_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    """What matches a row with a row of an earlier run."""
+    """What matches a row with a row of an earlier run.
+
+    Args:
+        row: a row of ``bench_target`` or of an earlier ``--json`` file.
+
+    Returns:
+        Its backend, device, dtype, method, size, dimension and inputs.
+    """
     fields = ("backend", "device", "dtype", "preset", "size", "dim")
     return (*(row[f] for f in fields), row.get("inputs", "random"))
 
@@ -664,7 +708,12 @@ def compare(rows: list[dict[str, Any]], earlier: tuple[str, list[dict[str, Any]]
 
 def plot(rows: list[dict[str, Any]], path: str) -> None:
     """Log-log median time vs 2N: one line per backend/device/dtype and method (compiled:
-    dash-dot, crosses)."""
+    dash-dot, crosses).
+
+    Args:
+        rows: the rows of the run.
+        path: the image to write (PNG, ...).
+    """
     import matplotlib
 
     matplotlib.use("Agg")

@@ -109,7 +109,11 @@ def tolerance_lines() -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``weince crosscheck``."""
+    """The options of ``weince crosscheck``.
+
+    Args:
+        parser: the command's parser, to which the options are added.
+    """
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = _tolerance_epilog()
     parser.add_argument(
@@ -209,7 +213,17 @@ class Case:
 
 
 def generated_batches(n: int, d: int, steps: int, seed: int) -> tuple[Batch, ...]:
-    """``steps`` batches of two views: ``z_i`` standard normal, ``z_j = z_i + 0.5 * noise``."""
+    """``steps`` batches of two views: ``z_i`` standard normal, ``z_j = z_i + 0.5 * noise``.
+
+    Args:
+        n: pairs per batch.
+        d: the embedding dimension.
+        steps: the number of batches.
+        seed: the seed of the draw (with ``n`` and ``d``).
+
+    Returns:
+        The batches, float64.
+    """
     rng = np.random.default_rng([seed, n, d])
     batches = []
     for _ in range(steps):
@@ -219,7 +233,15 @@ def generated_batches(n: int, d: int, steps: int, seed: int) -> tuple[Batch, ...
 
 
 def load_batches(path: Path, steps: int) -> tuple[Batch, ...]:
-    """The user's embeddings (see ``--input``) as float64 batches; ``UsageError`` if malformed."""
+    """The user's embeddings (see ``--input``) as float64 batches; ``UsageError`` if malformed.
+
+    Args:
+        path: an ``.npy`` or ``.npz`` file (see ``--input``).
+        steps: how many times a single batch runs.
+
+    Returns:
+        The batches, float64.
+    """
     if not path.is_file():
         raise UsageError(f"--input: no such file: {path}")
     try:
@@ -312,6 +334,16 @@ def difference(
     ``strict`` (the command's verdict): non-finite reference entries are counted and make the
     quantity fail; the errors are measured over the others. Otherwise entries NaN in both are
     left out (statistics a preset does not compute) and any other non-finite gap is ``inf``.
+
+    Args:
+        actual: the backend's values.
+        expected: the reference's.
+        quantity: a name of ``QUANTITIES``: says how the error is measured.
+        tol: the tolerance of the dtype.
+        strict: count non-finite reference entries (the command's verdict).
+
+    Returns:
+        The gaps, the error checked and its bound.
     """
     if actual.shape != expected.shape:
         return Difference(math.inf, math.inf, math.inf, tol.of(quantity))
@@ -340,7 +372,14 @@ def difference(
 
 def computed_quantities(config: WEINCEConfig) -> tuple[str, ...]:
     """The quantities of ``QUANTITIES`` that ``config`` computes (the tail statistics only with
-    the gate on)."""
+    the gate on).
+
+    Args:
+        config: the loss's configuration.
+
+    Returns:
+        Those quantities, in the order of ``QUANTITIES``.
+    """
     if config.uses_tail_statistics:
         return QUANTITIES
     return tuple(q for q in QUANTITIES if q not in TAIL_QUANTITIES)
@@ -357,6 +396,15 @@ def compare(
     ``computed``: the quantities the preset computes (``computed_quantities``), checked
     strictly (see ``difference``); the others are marked not computed. ``None``: every quantity,
     with entries NaN in both left out.
+
+    Args:
+        results: the backend's steps.
+        reference: the reference's steps.
+        tol: the tolerance of the dtype.
+        computed: the quantities the preset computes, or ``None``.
+
+    Returns:
+        A ``Difference`` per quantity.
     """
     out = {}
     for q in QUANTITIES:
@@ -370,7 +418,15 @@ def compare(
 
 
 def reference_results(batches: Sequence[Batch], config: WEINCEConfig) -> list[StepResult]:
-    """The core on NumPy float64: the results every backend is compared with."""
+    """The core on NumPy float64: the results every backend is compared with.
+
+    Args:
+        batches: the inputs of each step.
+        config: the loss's configuration.
+
+    Returns:
+        One ``StepResult`` per step, the state carried.
+    """
     state = wc.init_state(config, like=batches[0][0])
     results = []
     for z_i, z_j in batches:
@@ -428,6 +484,12 @@ class Row:
         return not self.failed
 
     def as_json(self) -> dict[str, Any]:
+        """The row as the JSON report holds it.
+
+        Returns:
+            Its fields, the differences the preset computes, ``passed`` and ``failed``; NaN as
+            ``None``.
+        """
         out = {k: v for k, v in asdict(self).items() if k != "differences"}
         out["differences"] = {
             q: {
@@ -469,12 +531,29 @@ class ReferenceCache:
         self._deltas: dict[str, float] = {}
 
     def get(self, batches: Sequence[Batch], preset: str) -> list[StepResult]:
+        """The reference results of ``batches`` under ``preset``, computed once.
+
+        Args:
+            batches: the inputs (as the backend holds them).
+            preset: the preset's name.
+
+        Returns:
+            One ``StepResult`` per step.
+        """
         key = (preset, _digest(batches))
         if key not in self._results:
             self._results[key] = reference_results(batches, WEINCEConfig.preset(preset))
         return self._results[key]
 
     def delta(self, batches: Sequence[Batch]) -> float:
+        """The smallest shortfall ``1 - s`` of ``batches``, computed once.
+
+        Args:
+            batches: the inputs.
+
+        Returns:
+            The shortfall (at least ``eps``).
+        """
         key = _digest(batches)
         if key not in self._deltas:
             self._deltas[key] = smallest_shortfall(batches)
@@ -491,7 +570,16 @@ def _digest(batches: Sequence[Batch]) -> str:
 
 
 def run_job(job: Job, references: ReferenceCache, path: str) -> Row:
-    """Run one backend on one case and compare it with the reference of the same inputs."""
+    """Run one backend on one case and compare it with the reference of the same inputs.
+
+    Args:
+        job: the case, preset, dtype and backend.
+        references: the reference results, shared by the jobs.
+        path: ``"adapter"`` or ``"core"``.
+
+    Returns:
+        The row; a backend that raised gives a row with its ``error``.
+    """
     backend, case = job.backend, job.case
     row = Row(
         case.name,
@@ -537,6 +625,16 @@ def _wrong_dtype(results: Sequence[StepResult], dtype: str) -> str | None:
 
 
 def reference_row(case: Case, preset: str, references: ReferenceCache) -> Row:
+    """The reference's own row (NumPy float64) of a case and preset, for the table.
+
+    Args:
+        case: the inputs.
+        preset: the preset's name.
+        references: the reference results.
+
+    Returns:
+        The row.
+    """
     row = Row(
         case.name, preset, case.n, case.d, len(case.batches), "numpy", "cpu", "float64", "reference"
     )
@@ -702,7 +800,14 @@ def _cases(args: argparse.Namespace) -> list[Case]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the comparison; print the table; 0 if all agree, 1 if any does not, 2 on bad input."""
+    """Run the comparison; print the table; 0 if all agree, 1 if any does not, 2 on bad input.
+
+    Args:
+        args: the parsed options of the command.
+
+    Returns:
+        The exit status.
+    """
     if forms_check.selected_forms(args) != ["two_view"]:  # --form: weince.cli.forms_check runs it
         return forms_check.run(args)
     # Three frameworks may share one GPU here: JAX must not take 75% of its memory up front.

@@ -83,11 +83,30 @@ class FormResult:
 
 
 def differentiable(form: str) -> tuple[str, ...]:
+    """The arrays of ``form`` that have a gradient (not the labels).
+
+    Args:
+        form: a name of ``FORMS``.
+
+    Returns:
+        Their names, in argument order.
+    """
     return tuple(name for name in ARRAYS[form] if name not in INTEGER_ARRAYS)
 
 
 def form_cases(form: str, n: int, d: int, steps: int, seed: int) -> list[FormCase]:
-    """The cases of ``form`` (see the module docstring) on ``n`` rows per tower or query."""
+    """The cases of ``form`` (see the module docstring) on ``n`` rows per tower or query.
+
+    Args:
+        form: a name of ``FORMS``.
+        n: rows per tower or query.
+        d: the embedding dimension.
+        steps: batches per case.
+        seed: the seed of the inputs.
+
+    Returns:
+        The cases, on float64 inputs.
+    """
     rng = np.random.default_rng([seed, n, d, FORMS.index(form)])
 
     def views(count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -176,6 +195,16 @@ def run_form(
     """Each batch of ``case`` in turn on ``backend``, the state carried: ``(path, results)``.
 
     ``path="adapter"`` uses the framework's adapter where it is importable, else the core.
+
+    Args:
+        backend: the array library and device.
+        case: the form and its inputs.
+        config: the loss's configuration.
+        dtype: the dtype the inputs are cast to.
+        path: ``"adapter"`` or ``"core"``.
+
+    Returns:
+        The path taken and one ``FormResult`` per step.
     """
     adapter = _import_adapter(backend.adapter) if path == "adapter" and backend.adapter else None
     options = dict(case.options)
@@ -308,13 +337,28 @@ def _run_cupy(
 
 
 def reference(case: FormCase, config: WEINCEConfig) -> list[FormResult]:
-    """The core on NumPy float64 arrays of ``case``'s inputs: what every backend must give."""
+    """The core on NumPy float64 arrays of ``case``'s inputs: what every backend must give.
+
+    Args:
+        case: the form and its inputs.
+        config: the loss's configuration.
+
+    Returns:
+        One ``FormResult`` per step.
+    """
     numpy = Backend("numpy", "numpy", "cpu")
     return _run_core(numpy, case, config, "float64", dict(case.options))
 
 
 def shortfall_of(case: FormCase) -> float:
-    """The smallest ``1 - cosine`` between any two rows of the inputs (for the reader)."""
+    """The smallest ``1 - cosine`` between any two rows of the inputs (for the reader).
+
+    Args:
+        case: the form and its inputs.
+
+    Returns:
+        The shortfall (at least ``eps``).
+    """
     rows = []
     for batch in case.batches:
         for name, value in batch.items():
@@ -349,7 +393,18 @@ def compare(
     """Every quantity, and each gradient on its own (``grad_x``, ...), against ``expected``;
     ``grad`` is the worst gradient (the table's column). Checked as the two-view crosscheck
     checks them: a reference that is not finite fails, and the statistics ``config`` does not
-    compute are left out."""
+    compute are left out.
+
+    Args:
+        form: the form's name.
+        results: the backend's steps.
+        expected: the reference's steps.
+        tol: the tolerance of the dtype.
+        config: the loss's configuration.
+
+    Returns:
+        A ``crosscheck.Difference`` per quantity and per gradient.
+    """
     computed = cc.computed_quantities(config)
     out = {}
     for q in QUANTITIES:
@@ -368,7 +423,16 @@ def compare(
 
 def rounded(backend: Backend, case: FormCase, dtype: str) -> FormCase:
     """``case`` with its inputs as ``backend`` holds them in ``dtype`` (the reference computes
-    on the same numbers)."""
+    on the same numbers).
+
+    Args:
+        backend: the array library and device.
+        case: the form and its inputs.
+        dtype: the dtype under test.
+
+    Returns:
+        The case on the rounded inputs.
+    """
     batches = tuple(
         {
             k: v if k in INTEGER_ARRAYS else backend.to_numpy(backend.asarray(v, dtype))
@@ -380,7 +444,18 @@ def rounded(backend: Backend, case: FormCase, dtype: str) -> FormCase:
 
 
 def run_case(backend: Backend, case: FormCase, preset: str, dtype: str, path: str) -> cc.Row:
-    """One backend on one case: a crosscheck row (its ``case`` names the form)."""
+    """One backend on one case: a crosscheck row (its ``case`` names the form).
+
+    Args:
+        backend: the array library and device.
+        case: the form and its inputs.
+        preset: the preset's name.
+        dtype: the dtype under test.
+        path: ``"adapter"`` or ``"core"``.
+
+    Returns:
+        The row; a backend that raised gives a row with its ``error``.
+    """
     row = cc.Row(
         f"{case.form}, {case.name}",
         preset,
@@ -418,6 +493,15 @@ def run_case(backend: Backend, case: FormCase, preset: str, dtype: str, path: st
 
 
 def reference_row(case: FormCase, preset: str) -> cc.Row:
+    """The reference's own row (NumPy float64) of a form's case and preset.
+
+    Args:
+        case: the form and its inputs.
+        preset: the preset's name.
+
+    Returns:
+        The row.
+    """
     row = cc.Row(
         f"{case.form}, {case.name}",
         preset,
@@ -440,7 +524,11 @@ def reference_row(case: FormCase, preset: str) -> cc.Row:
 
 
 def add_form_argument(parser: argparse.ArgumentParser) -> None:
-    """``--form``: which pairing forms ``weince crosscheck`` compares."""
+    """``--form``: which pairing forms ``weince crosscheck`` compares.
+
+    Args:
+        parser: the command's parser, to which the options are added.
+    """
     parser.add_argument(
         "--form",
         type=choice_list("form", FORMS),
@@ -458,12 +546,27 @@ def _describe(job: tuple[FormCase, str, str, Backend]) -> str:
 
 
 def selected_forms(args: argparse.Namespace) -> list[str]:
+    """The forms ``--form`` selects (``two_view`` by default).
+
+    Args:
+        args: the parsed options of the command.
+
+    Returns:
+        Their names, each once.
+    """
     return cc._flat(getattr(args, "form", None), ["two_view"])
 
 
 def run(args: argparse.Namespace) -> int:
     """``weince crosscheck --form ...``: every selected form; 0 if all agree, 1 if any does not,
-    2 on bad input. The two-view form runs through ``weince.cli.crosscheck`` as before."""
+    2 on bad input. The two-view form runs through ``weince.cli.crosscheck`` as before.
+
+    Args:
+        args: the parsed options of the command.
+
+    Returns:
+        The exit status.
+    """
     forms = selected_forms(args)
     others = [form for form in forms if form != "two_view"]
     if args.input is not None:

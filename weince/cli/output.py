@@ -167,17 +167,29 @@ class Bar:
             self._progress = None
 
     def advance(self, steps: int = 1) -> None:
-        """Count ``steps`` more steps done."""
+        """Count ``steps`` more steps done.
+
+        Args:
+            steps: how many.
+        """
         if self._progress is not None:
             self._progress.advance(self._task, steps)
 
     def describe(self, text: str) -> None:
-        """Show ``text`` before the bar."""
+        """Show ``text`` before the bar.
+
+        Args:
+            text: a few words.
+        """
         if self._progress is not None:
             self._progress.update(self._task, description=text)
 
     def note(self, text: str) -> None:
-        """Show ``text`` after the bar."""
+        """Show ``text`` after the bar.
+
+        Args:
+            text: a few words.
+        """
         if self._progress is not None:
             self._progress.update(self._task, note=text)
 

@@ -42,7 +42,11 @@ class UsageError(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``weince diagnose``."""
+    """The options of ``weince diagnose``.
+
+    Args:
+        parser: the command's parser, to which the options are added.
+    """
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
         "embeddings",
@@ -100,7 +104,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_embeddings(path: Path, form: str) -> Any:
     """The file's embeddings: ``(z_i, z_j)`` (stacked over steps) for ``two_view``, one array for
-    ``single``; ``UsageError`` naming EMBEDDINGS when it cannot be read so."""
+    ``single``; ``UsageError`` naming EMBEDDINGS when it cannot be read so.
+
+    Args:
+        path: the ``.npy`` or ``.npz`` file.
+        form: ``"two_view"`` or ``"single"``.
+
+    Returns:
+        What ``diagnose`` takes as ``embeddings``.
+    """
     if form == "two_view":
         from weince.cli.crosscheck import UsageError as InputError
         from weince.cli.crosscheck import load_batches
@@ -143,7 +155,14 @@ def _check_packages(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Diagnose the file; print the report; write the JSON, CSV and plot asked for."""
+    """Diagnose the file; print the report; write the JSON, CSV and plot asked for.
+
+    Args:
+        args: the parsed options of the command.
+
+    Returns:
+        The exit status: 0 with a report, 2 for a usage error.
+    """
     try:
         _check_packages(args)
         embeddings = load_embeddings(args.embeddings, args.form)
@@ -180,7 +199,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def write_csv(path: Path, diagnosis: Any) -> None:
-    """One row per anchor: its batch, view and row, and WEINCE's statistics of it."""
+    """One row per anchor: its batch, view and row, and WEINCE's statistics of it.
+
+    Args:
+        path: the file to write.
+        diagnosis: what ``diagnosis.diagnose`` returned.
+    """
     rows = list(diagnosis.anchors.rows())
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

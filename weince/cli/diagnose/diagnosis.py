@@ -126,6 +126,13 @@ def fit_gpd(
     takes over (a tail whose shape is below -1, as for cosines in 2 or 3 dimensions, then shows
     as the grid's edge, -0.995). ``method`` is ``"failed"`` where neither gives a finite
     likelihood.
+
+    Args:
+        excess: the excesses over the threshold (positive).
+        start: a first guess ``(xi, sigma)``, or ``None``.
+
+    Returns:
+        ``(xi, sigma, log_likelihood, method)``.
     """
     floor = _exponential_log_likelihood(excess)
     starts = [start, (0.0, float(np.mean(excess)))]
@@ -194,7 +201,16 @@ def fit_threshold(
     values: np.ndarray, quantile: float, start: tuple[float, float] | None = None
 ) -> tuple[GPDFit, np.ndarray]:
     """The GPD fit above the ``quantile`` of ``values`` (1-D), and the excesses it fitted
-    (``start``: as ``fit_gpd``'s)."""
+    (``start``: as ``fit_gpd``'s).
+
+    Args:
+        values: the similarities, 1-D.
+        quantile: the threshold's quantile, in (0, 1).
+        start: as ``fit_gpd``'s.
+
+    Returns:
+        The fit and the excesses.
+    """
     threshold = float(np.quantile(values, quantile))
     excess = values[values > threshold] - threshold
     if excess.size < MIN_EXCEEDANCES:
@@ -360,7 +376,16 @@ def verdict(fit: GPDFit, xi_ci: tuple[float, float], p_value: float) -> str:
     """``"bounded"``: ``xi < 0``, its interval below 0 and the endpoint within
     ``ENDPOINT_TOLERANCE`` of 1; ``"check-normalization"``: the same but the endpoint farther;
     ``"gumbel-like"``: the test does not reject ``xi = 0`` (at ``SIGNIFICANCE``);
-    ``"inconclusive"``: it rejects, yet the interval does not lie below 0; ``"fit-failed"``."""
+    ``"inconclusive"``: it rejects, yet the interval does not lie below 0; ``"fit-failed"``.
+
+    Args:
+        fit: the GPD fit at the threshold.
+        xi_ci: the bootstrap interval of ``xi``.
+        p_value: of the test of ``xi = 0``.
+
+    Returns:
+        The verdict's name (a key of ``MEANINGS``).
+    """
     if not fit.ok:
         return "fit-failed"
     endpoint = fit.endpoint
@@ -399,7 +424,11 @@ class AnchorTable:
     exceedances: np.ndarray  # of the anchor's pairs (each pair once) above the threshold
 
     def rows(self) -> Iterable[dict[str, Any]]:
-        """One dict per anchor: the CSV's rows."""
+        """One dict per anchor: the CSV's rows.
+
+        Yields:
+            The rows, in the loss's anchor order.
+        """
         for i in range(self.batch.size):
             yield {
                 "batch": int(self.batch[i]),
@@ -508,7 +537,11 @@ class Diagnosis:
         return self.verdict != "fit-failed"
 
     def as_json(self) -> dict[str, Any]:
-        """Every number but the per-anchor table, JSON-ready (NaN as ``None``)."""
+        """Every number but the per-anchor table, JSON-ready (NaN as ``None``).
+
+        Returns:
+            A dict of plain numbers, strings and lists.
+        """
         skip = {"anchors", "excess"}
         return {
             name: json_ready(getattr(self, name))
@@ -784,7 +817,14 @@ def _pair_count(batch: Batch) -> int:
 
 
 def format_report(diagnosis: Diagnosis) -> str:
-    """The short text report that ``weince diagnose`` prints."""
+    """The short text report that ``weince diagnose`` prints.
+
+    Args:
+        diagnosis: what ``diagnose`` returned.
+
+    Returns:
+        The report, a few lines.
+    """
     d = diagnosis
     lines = [
         f"weince diagnose: {d.rows} anchors of dimension {d.dim} ({d.form}), {d.batches} "
