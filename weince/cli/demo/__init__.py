@@ -40,7 +40,11 @@ DEMO_PACKAGES = {"sklearn": "scikit-learn", "matplotlib": "matplotlib"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of ``weince demo``."""
+    """The flags of ``weince demo``.
+
+    Args:
+        parser: the command's parser, to which the options are added.
+    """
     defaults = Protocol()
     parser.add_argument(
         "--epochs", type=positive_int(1), help=f"training epochs (default {FULL['epochs']})"
@@ -95,7 +99,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the comparison; 0 on success, 2 (with a message) when an input cannot be used."""
+    """Run the comparison; 0 on success, 2 (with a message) when an input cannot be used.
+
+    Args:
+        args: the parsed options of the command.
+
+    Returns:
+        The exit status.
+    """
     try:
         return _compare(args)
     except DataError as error:

@@ -32,6 +32,14 @@ def augment(x: np.ndarray, rng: np.random.Generator, aug: Augmentation) -> np.nd
     """One random view of each image of ``x`` ``(n, c, h, w)`` in ``[0, 1]``; same shape, float32.
 
     The draws come from ``rng`` alone, so a seeded generator gives the same views every time.
+
+    Args:
+        x: the images, ``(n, c, h, w)`` in ``[0, 1]``.
+        rng: the generator of every draw.
+        aug: the strengths of the transforms.
+
+    Returns:
+        The views, float32, of ``x``'s shape.
     """
     if x.ndim != 4:
         raise ValueError(f"x must have shape (n, c, h, w); got {x.shape}")

@@ -45,7 +45,11 @@ class Split:
 
 
 def load_digits_dataset() -> Dataset:
-    """scikit-learn's handwritten digits: 1,797 images of 8 x 8, 10 classes, no download."""
+    """scikit-learn's handwritten digits: 1,797 images of 8 x 8, 10 classes, no download.
+
+    Returns:
+        The dataset, scaled to ``[0, 1]``.
+    """
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -54,7 +58,14 @@ def load_digits_dataset() -> Dataset:
 
 
 def load_npz_dataset(path: str | Path) -> Dataset:
-    """Images from an ``.npz`` holding ``x`` ``(n, h, w)`` or ``(n, h, w, c)`` and labels ``y``."""
+    """Images from an ``.npz`` holding ``x`` ``(n, h, w)`` or ``(n, h, w, c)`` and labels ``y``.
+
+    Args:
+        path: the ``.npz`` file.
+
+    Returns:
+        The dataset, scaled to ``[0, 1]``, channels first.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"no such file: {path}")
@@ -101,7 +112,15 @@ def _scaled(name: str, x: np.ndarray, y: np.ndarray, classes: np.ndarray) -> Dat
 
 
 def split_dataset(dataset: Dataset, test_fraction: float = TEST_FRACTION) -> Split:
-    """A stratified train/test split with a fixed seed (``SPLIT_SEED``)."""
+    """A stratified train/test split with a fixed seed (``SPLIT_SEED``).
+
+    Args:
+        dataset: the images and labels.
+        test_fraction: the share of the images held out for the test.
+
+    Returns:
+        The split.
+    """
     from sklearn.model_selection import train_test_split
 
     counts = np.bincount(dataset.y, minlength=dataset.num_classes)

@@ -8,12 +8,26 @@ import numpy as np
 
 
 def metric_names(knn_ks: tuple[int, ...]) -> list[str]:
-    """The metrics ``evaluate`` returns, in table order."""
+    """The metrics ``evaluate`` returns, in table order.
+
+    Args:
+        knn_ks: the ``k`` of each k-NN metric.
+
+    Returns:
+        ``knn_{k}`` for each ``k``, then ``linear``.
+    """
     return [f"knn_{k}" for k in knn_ks] + ["linear"]
 
 
 def metric_label(name: str) -> str:
-    """A metric's column title: ``knn_5`` -> ``kNN k=5``."""
+    """A metric's column title: ``knn_5`` -> ``kNN k=5``.
+
+    Args:
+        name: a name of ``metric_names``.
+
+    Returns:
+        The title.
+    """
     return "linear probe" if name == "linear" else f"kNN k={name.split('_')[1]}"
 
 
@@ -28,6 +42,16 @@ def evaluate(
 
     The linear probe is scikit-learn's multinomial logistic regression (L2, ``C = 1``) on
     standardised features, the usual frozen-feature protocol at this scale.
+
+    Args:
+        features_train: the training images' features, ``(n, f)``.
+        y_train: their labels.
+        features_test: the test images' features.
+        y_test: their labels.
+        knn_ks: the ``k`` of each k-NN metric.
+
+    Returns:
+        The accuracy of each metric of ``metric_names``.
     """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression

@@ -50,7 +50,15 @@ def _linear(h: jax.Array, params: Params, name: str) -> jax.Array:
 
 
 def features(params: Params, x: jax.Array) -> jax.Array:
-    """The encoder's features (before the head): three convolutions, ReLU, average pool."""
+    """The encoder's features (before the head): three convolutions, ReLU, average pool.
+
+    Args:
+        params: the weights, named as ``init_params`` names them.
+        x: the images, ``(n, c, h, w)``.
+
+    Returns:
+        The features, ``(n, 4 width)``.
+    """
     h = jax.nn.relu(_conv(x, params, "conv1", 1))
     h = jax.nn.relu(_conv(h, params, "conv2", 2))
     h = jax.nn.relu(_conv(h, params, "conv3", 1))
@@ -58,7 +66,15 @@ def features(params: Params, x: jax.Array) -> jax.Array:
 
 
 def projection(params: Params, x: jax.Array) -> jax.Array:
-    """The projection head on the features: what the loss sees."""
+    """The projection head on the features: what the loss sees.
+
+    Args:
+        params: the weights.
+        x: the images.
+
+    Returns:
+        The projections, ``(n, projection_dim)``.
+    """
     return _linear(jax.nn.relu(_linear(features(params, x), params, "head1")), params, "head2")
 
 
@@ -67,7 +83,14 @@ _projection_jit = jax.jit(projection)
 
 
 def resolve_device(name: str) -> jax.Device:
-    """``--device`` as a JAX device (``cuda`` and ``cuda:1`` name JAX's GPUs)."""
+    """``--device`` as a JAX device (``cuda`` and ``cuda:1`` name JAX's GPUs).
+
+    Args:
+        name: the ``--device`` text.
+
+    Returns:
+        The device.
+    """
     platform, _, index = name.partition(":")
     platform = "gpu" if platform == "cuda" else platform
     try:
@@ -91,7 +114,17 @@ def extract_features(
     params: Params, x: np.ndarray, device: jax.Device, *, projected: bool = False
 ) -> np.ndarray:
     """The features (before the head; after it with ``projected``) of un-augmented images, as
-    float32 NumPy (fixed-size chunks: one compile)."""
+    float32 NumPy (fixed-size chunks: one compile).
+
+    Args:
+        params: the weights.
+        x: the images.
+        device: where to compute.
+        projected: after the head rather than before it.
+
+    Returns:
+        The features, float32.
+    """
     encode = _projection_jit if projected else _features_jit
     chunk = min(FEATURE_CHUNK, len(x))
     out = []
@@ -133,7 +166,17 @@ def _training_step(
 
 
 def initial_features(split: Split, protocol: Protocol, seed: int, device_name: str) -> TrainResult:
-    """The untrained encoder's features: the reference a trained encoder must beat."""
+    """The untrained encoder's features: the reference a trained encoder must beat.
+
+    Args:
+        split: the images.
+        protocol: the shapes and evaluation.
+        seed: the seed of the initial weights.
+        device_name: the ``--device`` text.
+
+    Returns:
+        A ``TrainResult`` with the features and no curves.
+    """
     device = resolve_device(device_name)
     params = _device_params(split.x_train.shape[1], protocol, seed, device)
     return TrainResult(
@@ -155,6 +198,17 @@ def train_run(
     """Train the encoder with ``weince_jax.weince_loss`` and return its features and curves.
 
     ``progress``: a ``weince.cli.output.Bar`` (or ``None``), advanced once per step.
+
+    Args:
+        split: the images.
+        config: the loss's configuration.
+        seed: the seed of the weights and of the batches.
+        protocol: the training protocol.
+        device_name: the ``--device`` text.
+        progress: a ``weince.cli.output.Bar`` or ``None``.
+
+    Returns:
+        The frozen features, the per-step curves, the seconds and the test projections.
     """
     device = resolve_device(device_name)
     start = time.perf_counter()

@@ -27,6 +27,14 @@ def plot_results(
 
     ``curves[loss]`` holds one dict of per-step arrays per seed. Each curve is the mean over
     seeds, per step (faint) and per epoch (bold, with a band of one standard deviation).
+
+    Args:
+        path: the PNG to write.
+        summary: per method and metric, the mean and standard deviation.
+        curves: per loss, one dict of per-step arrays per seed.
+        metrics: the metrics, in order.
+        steps_per_epoch: training steps per epoch.
+        title: the figure's title.
     """
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 

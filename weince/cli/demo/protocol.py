@@ -51,6 +51,14 @@ def init_params(channels: int, protocol: Protocol, seed: int) -> dict[str, np.nd
 
     Weights are He-uniform (``U(-b, b)``, ``b = sqrt(6 / fan_in)``, suited to ReLU), biases 0.
     Convolution weights are ``(out, in, 3, 3)``, linear weights ``(out, in)``.
+
+    Args:
+        channels: the images' channels.
+        protocol: the shapes.
+        seed: the seed of the draw.
+
+    Returns:
+        The weights by name.
     """
     rng = np.random.default_rng([seed, 0])
     w = protocol.width
@@ -70,12 +78,28 @@ def init_params(channels: int, protocol: Protocol, seed: int) -> dict[str, np.nd
 
 
 def steps_per_epoch(num_train: int, batch_size: int) -> int:
-    """Full batches per epoch (the last partial batch is dropped: the loss wants a fixed N)."""
+    """Full batches per epoch (the last partial batch is dropped: the loss wants a fixed N).
+
+    Args:
+        num_train: the training images.
+        batch_size: pairs per batch.
+
+    Returns:
+        The number of steps.
+    """
     return num_train // batch_size
 
 
 def learning_rates(protocol: Protocol, total_steps: int) -> np.ndarray:
-    """The learning rate of every step: linear warm-up, then a cosine decay towards 0."""
+    """The learning rate of every step: linear warm-up, then a cosine decay towards 0.
+
+    Args:
+        protocol: the peak rate and the warm-up share.
+        total_steps: the steps of the run.
+
+    Returns:
+        The rates, float32, one per step.
+    """
     warmup = max(1, round(protocol.warmup_fraction * total_steps))
     step = np.arange(total_steps, dtype=np.float64)
     ramp = (step + 1) / warmup
@@ -87,7 +111,16 @@ def learning_rates(protocol: Protocol, total_steps: int) -> np.ndarray:
 def view_pairs(
     x_train: np.ndarray, protocol: Protocol, rng: np.random.Generator
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """One epoch of ``(view_1, view_2)`` batches: a random permutation, two views per image."""
+    """One epoch of ``(view_1, view_2)`` batches: a random permutation, two views per image.
+
+    Args:
+        x_train: the training images.
+        protocol: the batch size and augmentation.
+        rng: the generator of the order and of the views.
+
+    Yields:
+        The pairs of views, each ``(batch_size, c, h, w)``.
+    """
     order = rng.permutation(len(x_train))
     for step in range(steps_per_epoch(len(x_train), protocol.batch_size)):
         batch = x_train[order[step * protocol.batch_size : (step + 1) * protocol.batch_size]]
@@ -95,7 +128,14 @@ def view_pairs(
 
 
 def data_rng(seed: int) -> np.random.Generator:
-    """The generator of a run's batch order and augmentations (independent of the weights')."""
+    """The generator of a run's batch order and augmentations (independent of the weights').
+
+    Args:
+        seed: the run's seed.
+
+    Returns:
+        The generator.
+    """
     return np.random.default_rng([seed, 1])
 
 
@@ -112,6 +152,16 @@ def train_epochs(
     once the run is over, so that steps do not wait on the host). ``progress``: a
     ``weince.cli.output.Bar`` (or ``None``), advanced once per step and showing the last loss
     at the end of each epoch.
+
+    Args:
+        x_train: the training images.
+        protocol: the epochs, batch size and augmentation.
+        seed: the run's seed.
+        step: one training step.
+        progress: a ``weince.cli.output.Bar`` or ``None``.
+
+    Returns:
+        The records of every step.
     """
     rng = data_rng(seed)
     records: list[dict[str, Any]] = []

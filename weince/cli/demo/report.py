@@ -19,7 +19,14 @@ BASELINE = "infonce"
 
 
 def mean_std(values: Sequence[float]) -> dict[str, Any]:
-    """``{"mean", "std", "values"}``; ``std`` is the sample standard deviation (0 for one value)."""
+    """``{"mean", "std", "values"}``; ``std`` is the sample standard deviation (0 for one value).
+
+    Args:
+        values: the values, one per seed.
+
+    Returns:
+        The dict.
+    """
     array = np.asarray(values, dtype=np.float64)
     std = float(array.std(ddof=1)) if len(array) > 1 else 0.0
     return {"mean": float(array.mean()), "std": std, "values": [float(v) for v in array]}
@@ -31,6 +38,13 @@ def summarize(
     """Per method and metric, the mean and standard deviation over seeds of ``runs``.
 
     Each run is ``{"method", "seed", "metrics": {...}}``; methods keep their first-seen order.
+
+    Args:
+        runs: the runs.
+        metrics: the metrics to summarise.
+
+    Returns:
+        ``summary[method][metric]``, as ``mean_std`` gives it.
     """
     methods = list(dict.fromkeys(run["method"] for run in runs))
     return {
@@ -49,6 +63,14 @@ def paired_differences(
 
     Seeds pair runs that share the initial weights and the batches, so the spread of the
     difference is smaller than the spreads of the two means suggest.
+
+    Args:
+        runs: the runs.
+        losses: the losses trained.
+        metrics: the metrics.
+
+    Returns:
+        ``differences[loss][metric]``, as ``mean_std`` gives it.
     """
     by_key = {(r["method"], r["seed"]): r["metrics"] for r in runs}
     seeds = sorted({r["seed"] for r in runs if r["method"] == BASELINE})
@@ -81,6 +103,16 @@ def format_table(
 
     ``training`` holds, per trained loss, the last epoch's mean loss, ``lambda_mean`` and the
     final ``beta_t`` (when the loss estimates it), and the mean seconds per run.
+
+    Args:
+        summary: as ``summarize`` gives it.
+        differences: as ``paired_differences`` gives it.
+        training: per trained loss, its training summary.
+        metrics: the metrics, in column order.
+        num_seeds: the seeds per loss.
+
+    Returns:
+        The table's text.
     """
     headers = ["method", *(metric_label(m) for m in metrics)]
     extra = ["last-epoch loss", "λ mean", "β_t", "s / run"]

@@ -40,17 +40,40 @@ class Encoder(nn.Module):
         self.head2 = nn.Linear(4 * w, protocol.projection_dim)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The features (before the head): three convolutions, ReLU, average pool.
+
+        Args:
+            x: the images, ``(n, c, h, w)``.
+
+        Returns:
+            The features, ``(n, 4 width)``.
+        """
         h = torch.relu(self.conv1(x))
         h = torch.relu(self.conv2(h))
         h = torch.relu(self.conv3(h))
         return h.mean(dim=(2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The projection head on the features: what the loss sees.
+
+        Args:
+            x: the images.
+
+        Returns:
+            The projections, ``(n, projection_dim)``.
+        """
         return self.head2(torch.relu(self.head1(self.features(x))))
 
 
 def resolve_device(name: str) -> torch.device:
-    """``--device`` as a torch device; a clear error where it is absent."""
+    """``--device`` as a torch device; a clear error where it is absent.
+
+    Args:
+        name: the ``--device`` text.
+
+    Returns:
+        The device.
+    """
     try:
         device = torch.device(name)
     except RuntimeError as error:
@@ -61,7 +84,17 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_encoder(channels: int, protocol: Protocol, seed: int, device: torch.device) -> Encoder:
-    """The encoder with the seed's initial weights (``init_params``, shared with JAX)."""
+    """The encoder with the seed's initial weights (``init_params``, shared with JAX).
+
+    Args:
+        channels: the images' channels.
+        protocol: the shapes.
+        seed: the seed of the weights.
+        device: where the encoder lives.
+
+    Returns:
+        The encoder.
+    """
     model = Encoder(channels, protocol)
     params = init_params(channels, protocol, seed)
     model.load_state_dict({name: torch.from_numpy(value) for name, value in params.items()})
@@ -73,7 +106,17 @@ def extract_features(
     model: Encoder, x: np.ndarray, device: torch.device, *, projected: bool = False
 ) -> np.ndarray:
     """The encoder's features (before the head; after it with ``projected``) of un-augmented
-    images, as float32 NumPy."""
+    images, as float32 NumPy.
+
+    Args:
+        model: the encoder.
+        x: the images.
+        device: where to compute.
+        projected: after the head rather than before it.
+
+    Returns:
+        The features, float32.
+    """
     model.eval()
     encode = model if projected else model.features
     chunks = [
@@ -84,7 +127,17 @@ def extract_features(
 
 
 def initial_features(split: Split, protocol: Protocol, seed: int, device_name: str) -> TrainResult:
-    """The untrained encoder's features: the reference a trained encoder must beat."""
+    """The untrained encoder's features: the reference a trained encoder must beat.
+
+    Args:
+        split: the images.
+        protocol: the shapes and evaluation.
+        seed: the seed of the initial weights.
+        device_name: the ``--device`` text.
+
+    Returns:
+        A ``TrainResult`` with the features and no curves.
+    """
     device = resolve_device(device_name)
     model = build_encoder(split.x_train.shape[1], protocol, seed, device)
     return TrainResult(
@@ -106,6 +159,17 @@ def train_run(
     """Train the encoder with ``WEINCELoss(config)`` and return its frozen features and curves.
 
     ``progress``: a ``weince.cli.output.Bar`` (or ``None``), advanced once per step.
+
+    Args:
+        split: the images.
+        config: the loss's configuration.
+        seed: the seed of the weights and of the batches.
+        protocol: the training protocol.
+        device_name: the ``--device`` text.
+        progress: a ``weince.cli.output.Bar`` or ``None``.
+
+    Returns:
+        The frozen features, the per-step curves, the seconds and the test projections.
     """
     device = resolve_device(device_name)
     torch.manual_seed(seed)
