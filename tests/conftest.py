@@ -1,18 +1,18 @@
-"""Shared fixtures: the reference vectors and the backend matrix."""
+"""Shared fixtures: the reference vectors and the backend matrix (``weince_core.testing``).
+
+The reference vectors are the repository's ``tests/data/golden`` (two views) and
+``tests/data/golden_forms`` (the pairing forms, docs/math.md section 9); ``WEINCE_GOLDEN`` and
+``WEINCE_GOLDEN_FORMS`` point elsewhere. Every test reads them through the fixtures here.
+"""
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
-from backends import Backend, all_backends
 
-from weince_core import WEINCEConfig
+from weince.backends import Backend, all_backends
+from weince_core.testing import Golden, golden_directory, golden_names, load_golden
 
 try:  # float64 everywhere in JAX; tests of JAX's float32 default run in a subprocess.
     import jax
@@ -24,55 +24,36 @@ try:  # float64 everywhere in JAX; tests of JAX's float32 default run in a subpr
 except ImportError:
     pass
 
-ROOT = Path(__file__).resolve().parents[1]
-GOLDEN_DIR = Path(os.environ.get("WEINCE_GOLDEN", ROOT.parent / "shared" / "golden"))
-GOLDEN_FORMS_DIR = Path(
-    os.environ.get("WEINCE_GOLDEN_FORMS", ROOT.parent / "shared" / "golden_forms")
-)
+DATA = Path(__file__).resolve().parent / "data"
+GOLDEN_DIR = golden_directory("golden", DATA / "golden")
+GOLDEN_FORMS_DIR = golden_directory("golden_forms", DATA / "golden_forms")
 
 
-@dataclass(frozen=True)
-class Golden:
-    """One reference file of ../shared/golden (or golden_forms): a preset, and per-step inputs
-    and outputs; ``meta`` is the file's description (the form, its options, input names)."""
-
-    name: str
-    config: WEINCEConfig
-    steps: int
-    data: Any  # NpzFile
-    meta: dict[str, Any]
-
-    def step(self, t: int) -> dict[str, np.ndarray]:
-        prefix = f"s{t}_"
-        return {k[len(prefix) :]: self.data[k] for k in self.data.files if k.startswith(prefix)}
+def _names(directory: Path) -> list[object]:
+    # A missing or empty folder fails each test that needs it with the loader's message
+    # (naming the folder and the variables), not the collection of the suite with a traceback.
+    try:
+        return list(golden_names(directory))
+    except FileNotFoundError as error:
+        return [pytest.param(error, id="missing")]
 
 
-def golden_names(directory: Path = GOLDEN_DIR) -> list[str]:
-    names = sorted(p.stem for p in directory.glob("*.npz"))
-    if not names:
-        variable = "WEINCE_GOLDEN_FORMS" if directory == GOLDEN_FORMS_DIR else "WEINCE_GOLDEN"
-        raise FileNotFoundError(
-            f"no reference vectors in {directory}: the tests need ../shared/{directory.name} "
-            f"beside the checkout, or {variable} set to their folder"
-        )
-    return names
+def _load(name: object, directory: Path) -> Golden:
+    if isinstance(name, FileNotFoundError):
+        pytest.fail(str(name), pytrace=False)
+    return load_golden(str(name), directory)
 
 
-def load_golden(name: str, directory: Path = GOLDEN_DIR) -> Golden:
-    meta = json.loads((directory / f"{name}.json").read_text())
-    config = WEINCEConfig.preset(meta["preset"], beta_init=meta["beta_t_initial"])
-    return Golden(name, config, meta["steps"], np.load(directory / f"{name}.npz"), meta)
-
-
-@pytest.fixture(params=golden_names())
+@pytest.fixture(params=_names(GOLDEN_DIR))
 def golden(request: pytest.FixtureRequest) -> Golden:
-    return load_golden(request.param)
+    """A reference file of the two-view loss (every file in turn)."""
+    return _load(request.param, GOLDEN_DIR)
 
 
-@pytest.fixture(params=golden_names(GOLDEN_FORMS_DIR))
+@pytest.fixture(params=_names(GOLDEN_FORMS_DIR))
 def golden_form(request: pytest.FixtureRequest) -> Golden:
-    """A reference file of ../shared/golden_forms (SPEC.md section 9)."""
-    return load_golden(request.param, GOLDEN_FORMS_DIR)
+    """A reference file of a pairing form (docs/math.md section 9; every file in turn)."""
+    return _load(request.param, GOLDEN_FORMS_DIR)
 
 
 BACKENDS = all_backends()
@@ -80,11 +61,8 @@ BACKENDS = all_backends()
 
 @pytest.fixture(params=BACKENDS, ids=[b.id for b in BACKENDS])
 def backend(request: pytest.FixtureRequest) -> Backend:
+    """Each backend of the matrix in turn; one that cannot run here is skipped with why."""
     b: Backend = request.param
     if b.skip_reason:
         pytest.skip(b.skip_reason)
     return b
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: longer tests")

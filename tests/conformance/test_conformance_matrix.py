@@ -10,7 +10,6 @@ of the published implementation are reproduced through the same path.
 from __future__ import annotations
 
 import numpy as np
-from assertions import RTOL_FLOAT64, assert_close_normwise
 from conformance_cases import (
     Case,
     assert_agree,
@@ -19,6 +18,8 @@ from conformance_cases import (
     expected_loss_dtype,
     outcome,
 )
+
+from weince_core.testing import RTOL_FLOAT64, assert_close_normwise
 
 RANDOM = Case("random", n=40, d=16)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from assertions import RTOL_FLOAT64, assert_close_normwise
 from forms_cases import GOLDEN_NAMES, GRADIENTS, call_form, form_function, golden_inputs
 
 import weince_core as wc
+from weince_core.testing import RTOL_FLOAT64, assert_close_normwise
 
 STATS = ("lambda", "rho", "d_aic", "rho0", "beta_t")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from assertions import assert_close_normwise
 
 import weince_core as wc
+from weince_core.testing import assert_close_normwise
 
 PRESETS = ["paper", "blend", "infonce"]
 RTOL = 1e-12

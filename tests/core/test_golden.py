@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from assertions import RTOL_FLOAT32, RTOL_FLOAT64, assert_matches_golden_step
 
 import weince_core as wc
+from weince_core.testing import RTOL_FLOAT32, RTOL_FLOAT64, assert_matches_golden_step
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from assertions import (
+
+import weince_core as wc
+from weince_core.testing import (
     RTOL_FLOAT32,
     RTOL_FLOAT64,
     assert_close_normwise,
     assert_matches_golden_step,
 )
-
-import weince_core as wc
 
 cupy = pytest.importorskip("cupy", reason="CuPy is not installed")
 try:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from assertions import RTOL_FLOAT64, assert_close_normwise
 
 from weince.cli import forms_check
 from weince_core import WEINCEConfig
+from weince_core.testing import RTOL_FLOAT64, assert_close_normwise
 
 cupy = pytest.importorskip("cupy", reason="CuPy is not installed")
 try:

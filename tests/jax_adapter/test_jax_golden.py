@@ -12,14 +12,13 @@ import pytest
 jax = pytest.importorskip("jax")
 jnp = pytest.importorskip("jax.numpy")
 
-from assertions import (  # noqa: E402
+import weince_jax  # noqa: E402
+from weince_core.testing import (  # noqa: E402
     RTOL_FLOAT32,
     RTOL_FLOAT64,
     assert_close_normwise,
     assert_matches_golden_step,
 )
-
-import weince_jax  # noqa: E402
 
 
 def to_numpy(x):

@@ -13,10 +13,9 @@ import pytest
 jax = pytest.importorskip("jax")
 jnp = pytest.importorskip("jax.numpy")
 
-from assertions import RTOL_FLOAT32, RTOL_FLOAT64, assert_close_normwise  # noqa: E402
-
 import weince_core as wc  # noqa: E402
 import weince_jax  # noqa: E402
+from weince_core.testing import RTOL_FLOAT32, RTOL_FLOAT64, assert_close_normwise  # noqa: E402
 from weince_jax import WEINCEConfig  # noqa: E402
 
 

@@ -12,9 +12,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from assertions import RTOL_FLOAT32, assert_close_normwise  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
+from weince_core.testing import RTOL_FLOAT32, assert_close_normwise  # noqa: E402
 from weince_torch import WEINCEConfig, WEINCELoss  # noqa: E402
 
 pytestmark = [

@@ -10,8 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from assertions import RTOL_FLOAT32, RTOL_FLOAT64, assert_matches_golden_step  # noqa: E402
-
+from weince_core.testing import RTOL_FLOAT32, RTOL_FLOAT64, assert_matches_golden_step  # noqa: E402
 from weince_torch import WEINCELoss  # noqa: E402
 
 

@@ -14,9 +14,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from assertions import RTOL_FLOAT64, assert_close_normwise  # noqa: E402
-
 import weince_core as wc  # noqa: E402
+from weince_core.testing import RTOL_FLOAT64, assert_close_normwise  # noqa: E402
 from weince_torch import STAT_KEYS, WEINCEConfig, WEINCELoss, init_state, weince_loss  # noqa: E402
 
 # Every term of the gradient with the gate frozen at lambda = 1/4 (both slopes zero) and beta_t

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from assertions import assert_close_normwise
 
 import weince_core as wc
 from weince_core import WEINCEConfig, ops
+from weince_core.testing import assert_close_normwise
 
 
 def _torch_step(z_i, z_j, config, device):
