@@ -810,6 +810,21 @@ def run(args: argparse.Namespace) -> int:
     """
     if forms_check.selected_forms(args) != ["two_view"]:  # --form: weince.cli.forms_check runs it
         return forms_check.run(args)
+    code, report = run_two_view(args)
+    if report is not None and args.json is not None:
+        write_json(args.json, report)
+    return code
+
+
+def run_two_view(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
+    """The comparison of the two-view form: run it and print the table.
+
+    Args:
+        args: the parsed options of the command.
+
+    Returns:
+        The exit status, and the JSON report (``None`` after a usage error).
+    """
     # Three frameworks may share one GPU here: JAX must not take 75% of its memory up front.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     try:
@@ -817,7 +832,7 @@ def run(args: argparse.Namespace) -> int:
         backends, skipped = _select_backends(_flat(args.backends, None))
     except UsageError as error:
         print(f"weince crosscheck: error: {error}", file=sys.stderr)
-        return 2
+        return 2, None
     dtypes = _flat(args.dtype, list(DTYPES))
     presets = _flat(args.preset, ["paper"])
     jobs = [
@@ -834,7 +849,7 @@ def run(args: argparse.Namespace) -> int:
             f"weince crosscheck: error: --dtype: no selected backend has {', '.join(dtypes)}",
             file=sys.stderr,
         )
-        return 2
+        return 2, None
     references = ReferenceCache()
     progress = track(jobs, "crosscheck", enabled=not args.no_progress, label=_describe)
     # JAX float64 for the runs only (float32 inputs stay float32); put back afterwards.
@@ -848,25 +863,23 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(rows, reference_rows))
     for b in skipped:
         print(f"skipped {b.id}: {b.skip_reason}")
-    if args.json is not None:
-        report = {
-            "passed": all(r.passed for r in rows),
-            "settings": {
-                "cases": [c.name for c in cases],
-                "sizes": [c.n for c in cases],
-                "dim": cases[0].d,
-                "steps": len(cases[0].batches),
-                "seed": args.seed,
-                "input": str(args.input) if args.input else None,
-                "presets": presets,
-                "dtypes": dtypes,
-                "path": args.path,
-            },
-            "backends": machine,
-            "tolerances": {dtype: asdict(tol) for dtype, tol in VERDICT.items()},
-            "reference": [r.as_json() for r in reference_rows],
-            "rows": [r.as_json() for r in rows],
-            "skipped": [{"backend": b.id, "reason": b.skip_reason} for b in skipped],
-        }
-        write_json(args.json, report)
-    return 0 if all(r.passed for r in rows) else 1
+    report = {
+        "passed": all(r.passed for r in rows),
+        "settings": {
+            "cases": [c.name for c in cases],
+            "sizes": [c.n for c in cases],
+            "dim": cases[0].d,
+            "steps": len(cases[0].batches),
+            "seed": args.seed,
+            "input": str(args.input) if args.input else None,
+            "presets": presets,
+            "dtypes": dtypes,
+            "path": args.path,
+        },
+        "backends": machine,
+        "tolerances": {dtype: asdict(tol) for dtype, tol in VERDICT.items()},
+        "reference": [r.as_json() for r in reference_rows],
+        "rows": [r.as_json() for r in rows],
+        "skipped": [{"backend": b.id, "reason": b.skip_reason} for b in skipped],
+    }
+    return (0 if report["passed"] else 1), report

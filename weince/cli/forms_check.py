@@ -17,13 +17,10 @@ and a few singletons (labels not contiguous).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -576,9 +573,6 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.json is not None and not args.json.parent.is_dir():
-        print(f"weince crosscheck: error: --json: no folder {args.json.parent}", file=sys.stderr)
-        return 2
     try:
         backends, skipped = cc._select_backends(cc._flat(args.backends, None))
     except cc.UsageError as error:
@@ -607,14 +601,7 @@ def run(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {"forms": {}}
     code = 0
     if "two_view" in forms:
-        with tempfile.TemporaryDirectory() as folder:
-            two_view_json = Path(folder) / "two_view.json"
-            two_view_args = argparse.Namespace(
-                **{**vars(args), "form": None, "json": two_view_json if args.json else None}
-            )
-            code = cc.run(two_view_args)
-            if args.json is not None and two_view_json.exists():
-                report["forms"]["two_view"] = json.loads(two_view_json.read_text())
+        code, report["forms"]["two_view"] = cc.run_two_view(args)
         if code == 2:
             return 2
     progress = track(jobs, "crosscheck", enabled=not args.no_progress, label=_describe)
