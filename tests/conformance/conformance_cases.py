@@ -3,8 +3,8 @@
 Each backend runs each case once per dtype and preset (``outcome`` is cached), through the same
 ``Backend.run_steps`` as ``weince crosscheck``: the framework's adapter where there is one, else
 the core. Its results are compared with the core on NumPy float64 arrays holding the same inputs
-(rounded to the dtype under test), within ``weince.cli.backends.tolerance(dtype, delta)``: the
-table of floors and the reasons for them are in the docstring of ``weince.cli.backends``.
+(rounded to the dtype under test), within ``weince_core.testing.tolerance(dtype, delta)``:
+the table of floors and the reasons for them are in the docstring of ``weince_core.testing``.
 
 ``backend_dtypes()`` parametrizes a test over every backend and the dtypes that backend has; a
 backend that cannot run here is skipped, with the reason, by the ``backend`` fixture.
@@ -18,15 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from weince.cli.backends import (
-    Backend,
-    StepResult,
-    Tolerance,
-    all_backends,
-    tolerance,
-)
+from weince.cli.backends import Backend, all_backends
 from weince.cli.crosscheck import Difference, ReferenceCache, compare, generated_batches
 from weince_core import WEINCEConfig
+from weince_core.testing import StepResult, Tolerance, tolerance
 
 BACKENDS = all_backends()
 PRESETS = ("paper", "blend", "infonce")
