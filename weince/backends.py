@@ -314,7 +314,7 @@ class Backend:
     def _run_torch_adapter(
         self, weince_torch: Any, batches: Batches, config: WEINCEConfig, dtype: str
     ) -> list[StepResult]:
-        state = weince_torch.init_state(config, device=self.device)
+        state = weince_torch.init_state(config, like=self.asarray(np.zeros(()), "float32"))
         results = []
         for z_i, z_j in batches:
             t_i = self.asarray(z_i, dtype).requires_grad_(True)
@@ -328,7 +328,7 @@ class Backend:
         self, weince_jax: Any, batches: Batches, config: WEINCEConfig, dtype: str
     ) -> list[StepResult]:
         step = _jax_adapter_step()
-        state = weince_jax.init_state(config, device=self._jax_device())
+        state = weince_jax.init_state(config, like=self.asarray(np.zeros(()), "float32"))
         results = []
         for z_i, z_j in batches:
             (loss, (state, stats)), grads = step(
@@ -340,7 +340,7 @@ class Backend:
     def _run_cupy_adapter(
         self, weince_cupy: Any, batches: Batches, config: WEINCEConfig, dtype: str
     ) -> list[StepResult]:
-        state = weince_cupy.init_state(config, device=self._device_index())
+        state = weince_cupy.init_state(config, like=self.asarray(np.zeros(()), "float32"))
         results = []
         for z_i, z_j in batches:
             loss, grads, state, stats = weince_cupy.value_and_grad(
