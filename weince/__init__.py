@@ -25,10 +25,12 @@ import importlib
 from types import ModuleType
 
 from weince_core import (
+    STAT_KEYS,
     Collectives,
     FormResiduals,
     NTXentResiduals,
     RowsResiduals,
+    TwoViewResiduals,
     WEINCEConfig,
     __version__,
     explicit_negatives,
@@ -62,10 +64,12 @@ from weince_core import (
 ADAPTERS = ("torch", "jax", "cupy")
 
 __all__ = [
+    "STAT_KEYS",
     "Collectives",
     "FormResiduals",
     "NTXentResiduals",
     "RowsResiduals",
+    "TwoViewResiduals",
     "WEINCEConfig",
     "__version__",
     "explicit_negatives",

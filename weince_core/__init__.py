@@ -10,6 +10,8 @@ from .collectives import Collectives
 from .config import WEINCEConfig
 from .forms import (
     FormResiduals,
+    NTXentResiduals,
+    TwoViewResiduals,
     explicit_negatives,
     explicit_negatives_backward,
     explicit_negatives_forward,
@@ -18,6 +20,10 @@ from .forms import (
     multi_positive_backward,
     multi_positive_forward,
     multi_positive_value_and_grad,
+    nt_xent,
+    nt_xent_backward,
+    nt_xent_forward,
+    nt_xent_value_and_grad,
     two_tower,
     two_tower_backward,
     two_tower_forward,
@@ -27,21 +33,17 @@ from .forms import (
     two_view_forward,
     two_view_value_and_grad,
 )
-from .nt_xent import (
-    NTXentResiduals,
-    nt_xent,
-    nt_xent_backward,
-    nt_xent_forward,
-    nt_xent_value_and_grad,
-)
 from .rows import RowsResiduals, rows_backward, rows_forward, rows_value_and_grad
 from .state import init_state
+from .stats import STAT_KEYS
 
 __all__ = [
+    "STAT_KEYS",
     "Collectives",
     "FormResiduals",
     "NTXentResiduals",
     "RowsResiduals",
+    "TwoViewResiduals",
     "WEINCEConfig",
     "explicit_negatives",
     "explicit_negatives_backward",

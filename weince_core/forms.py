@@ -1,18 +1,21 @@
-"""The pairing forms of SPEC.md section 9: two-tower (CLIP), explicit negatives (a MoCo queue, a
-memory bank, mined negatives) and multi-positive (SupCon), and the two-view form's new names.
+"""The pairing forms of docs/math.md section 9: two-view (SimCLR, NT-Xent), two-tower (CLIP),
+explicit negatives (a MoCo queue, a memory bank, mined negatives) and multi-positive (SupCon).
 
 Each form only lays its inputs out as rows (``rows.py``): a similarity matrix, each row's
 positive column(s) and negative columns. The loss, the statistics and ``dL/dsim`` are the
 rows code's, the same for every form; the form turns ``dL/dsim`` back into gradients of its
-inputs. Every form has the same four functions as the two-view form:
+inputs. Every form has four functions, with the library's one calling convention:
 
-- ``<form>(..., state, config)``: ``(loss, new_state, stats)``, no gradient;
-- ``<form>_forward``: ``(loss, new_state, stats, residuals)``, O(inputs) residuals;
-- ``<form>_backward(residuals, config)``: the gradients, ``S`` recomputed from the residuals;
-- ``<form>_value_and_grad``: ``(loss, grads, new_state, stats)`` in one pass.
+=============================  ================================================
+``<form>(..., state, config)``  ``(loss, new_state, stats)``, no gradient
+``<form>_forward``              ``(loss, new_state, stats, residuals)``, O(inputs) residuals
+``<form>_backward(residuals)``  the gradients, ``S`` recomputed from the residuals
+``<form>_value_and_grad``       ``(loss, grads, new_state, stats)`` in one pass
+=============================  ================================================
 
 ``grads`` are in the order of the form's differentiable inputs: ``(g_i, g_j)``,
-``(g_x, g_y, g_scale)``, ``(g_q, g_k, g_n)``, ``(g_z,)``.
+``(g_x, g_y, g_scale)``, ``(g_q, g_k, g_n)``, ``(g_z,)``. ``stats`` has the keys
+``STAT_KEYS``. The ``nt_xent*`` names are the two-view form's old names, kept for one release.
 """
 
 from __future__ import annotations
@@ -20,17 +23,10 @@ from __future__ import annotations
 import numbers
 from typing import Any, NamedTuple
 
-from array_api_compat import device, is_numpy_array
+from array_api_compat import array_namespace, device, is_numpy_array
 
 from .collectives import Collectives, total
 from .config import WEINCEConfig
-from .nt_xent import (
-    NORM_FLOOR,
-    nt_xent,
-    nt_xent_backward,
-    nt_xent_forward,
-    nt_xent_value_and_grad,
-)
 from .ops import (
     canonical_columns,
     cast_gradient,
@@ -44,6 +40,8 @@ from .rows import RowsResiduals, rows_backward, rows_forward, rows_value_and_gra
 from .validation import (
     check_config,
     check_floating,
+    check_pair,
+    check_residuals,
     check_same_device,
     compute_dtype,
     namespace_of,
@@ -52,12 +50,11 @@ from .validation import (
 Array = Any
 Namespace = Any
 
-# The two-view form (SimCLR, NT-Xent) under the names of the pairing forms. The nt_xent_*
-# names are its aliases, kept for one release.
-two_view = nt_xent
-two_view_forward = nt_xent_forward
-two_view_backward = nt_xent_backward
-two_view_value_and_grad = nt_xent_value_and_grad
+NORM_FLOOR = 1e-8  # rows are divided by max(||row||, NORM_FLOOR)
+# Two-view: S is kept for the backward pass while it has at most this many times the entries
+# of the unit rows (2N <= 4 d): a matrix product saved, and memory still O(N d). Larger, it is
+# recomputed.
+KEPT_SIM_RATIO = 4
 
 
 class FormResiduals(NamedTuple):
@@ -247,26 +244,271 @@ def _run_rows(
     collectives: Collectives | None = None,
     scale: Array | None = None,
 ) -> tuple[Array, Array, dict[str, Array], Any]:
-    """``rows_value_and_grad`` (``with_grad``) or ``rows_forward`` on a form's rows."""
+    """``rows_value_and_grad`` (``with_grad``) or ``rows_forward`` on a form's rows:
+    ``(loss, new_state, stats, dL/dsim or the rows' residuals)``, the state in ``state``'s
+    dtype."""
     beta_t = xp.astype(state, layout.sim.dtype)  # a copy
-    run = rows_value_and_grad if with_grad else rows_forward
-    loss, new_beta_t, stats, extra = run(
-        layout.sim,
-        layout.positive,
-        None,
-        beta_t,
-        config,
+    args = (layout.sim, layout.positive, None, beta_t, config)
+    options: dict[str, Any] = dict(
         num_negatives=layout.num_negatives,
         collectives=collectives,
         negatives=layout.negatives,
         scale=scale,
         negatives_finite=layout.negatives_finite,
     )
+    if with_grad:
+        loss, extra, new_beta_t, stats = rows_value_and_grad(*args, **options)
+    else:
+        loss, new_beta_t, stats, extra = rows_forward(*args, **options)
     return loss, xp.astype(new_beta_t, state.dtype), stats, extra
 
 
 def _world_size(collectives: Collectives | None) -> int:
     return 1 if collectives is None else collectives.world_size
+
+
+# ---------------------------------------------------------------------------------------------
+# Two-view (SimCLR, NT-Xent): Z = [z_i; z_j], S = U U^T, positive column a + N (mod 2N)
+
+
+class TwoViewResiduals(NamedTuple):
+    """What ``two_view_backward`` keeps from ``two_view_forward``: O(N d) memory."""
+
+    u: Array  # (2n, d) this rank's unit rows, z_i's first
+    scale: Array  # (2n,) max(||Z_a||, 1e-8)
+    u_all: Array  # (2N, d) the unit rows of every rank, [U_i; U_j] (u itself on one device)
+    anchors: Array  # (2n,) the rows of u_all that u's rows are
+    sim: Array | None  # (2n, 2N) S = u u_all^T where that is small (KEPT_SIM_RATIO), else None
+    rows: RowsResiduals
+
+
+NTXentResiduals = TwoViewResiduals  # the old name, kept for one release
+
+
+def _two_view_columns(anchors: Array, total_rows: int) -> tuple[Array, Array]:
+    """Positive columns ``(a + N) mod 2N`` of the anchors, and each anchor's own column."""
+    return (anchors + total_rows // 2) % total_rows, anchors[:, None]
+
+
+def _join_views(u_i: Array, u_j: Array, collectives: Collectives | None, xp: Namespace) -> Array:
+    if collectives is None:
+        return xp.concat([u_i, u_j], axis=0)
+    return xp.concat([collectives.gather(u_i), collectives.gather(u_j)], axis=0)
+
+
+def _two_view(
+    z_i: Array,
+    z_j: Array,
+    state: Array,
+    config: WEINCEConfig | None,
+    collectives: Collectives | None,
+    grad_dtype: Any,
+) -> tuple[Array, Array, dict[str, Array], Any]:
+    """``(loss, new_state, stats, residuals)``, or with ``grad_dtype`` (not None) the gradients
+    in that dtype in place of the residuals."""
+    config = check_config(config)
+    xp = check_pair(z_i, z_j, state)
+    z_i, z_j, state = (detached(array, xp) for array in (z_i, z_j, state))
+    dtype = compute_dtype(z_i.dtype, xp)
+    n = z_i.shape[0]
+    z = xp.astype(xp.concat([z_i, z_j], axis=0), dtype, copy=False)
+    scale = xp.clip(row_norms(z, xp), min=NORM_FLOOR)
+    u = z / scale[:, None]
+    u_all = u if collectives is None else _join_views(u[:n, :], u[n:, :], collectives, xp)
+    copies = first_copies(u_all, xp)
+    total_rows = u_all.shape[0]
+    if collectives is None:
+        anchors = xp.arange(total_rows, device=device(u))
+    else:
+        own = xp.arange(n, device=device(u)) + collectives.rank * n
+        anchors = xp.concat([own, own + total_rows // 2])
+    positive, excluded = _two_view_columns(anchors, total_rows)
+    rows_args = (positive, excluded, xp.astype(state, dtype), config)  # the state: a copy
+    # Every column is a negative of some row, and unit rows that are finite have finite
+    # products: the negatives are finite exactly where U is.
+    options: dict[str, Any] = dict(
+        num_negatives=total_rows - 2,
+        collectives=collectives,
+        negatives_finite=xp.all(xp.isfinite(u_all)),
+    )
+    if grad_dtype is not None:
+        # S is passed as a temporary, so that it is freed before the gradient's products.
+        loss, d_sim, beta_t, stats = rows_value_and_grad(
+            canonical_columns(similarity(u, u_all, xp), *copies, xp), *rows_args, **options
+        )
+        g_z = _two_view_gradient(d_sim, u, scale, u_all, collectives)
+        g_z = cast_gradient(g_z, grad_dtype, xp)
+        return loss, xp.astype(beta_t, state.dtype), stats, (g_z[:n, :], g_z[n:, :])
+    sim = canonical_columns(similarity(u, u_all, xp), *copies, xp)
+    loss, beta_t, stats, rows = rows_forward(sim, *rows_args, **options)
+    kept_sim = sim if total_rows <= KEPT_SIM_RATIO * u.shape[1] else None
+    residuals = TwoViewResiduals(u, scale, u_all, anchors, kept_sim, rows)
+    return loss, xp.astype(beta_t, state.dtype), stats, residuals
+
+
+def _two_view_gradient(
+    d_sim: Array, u: Array, scale: Array, u_all: Array, collectives: Collectives | None
+) -> Array:
+    """``dL/dZ`` (``(2n, d)``, this rank's rows) from ``dL/dS``, through ``S = U U_all^T`` and
+    ``U = Z / scale`` (docs/math.md section 6)."""
+    xp = array_namespace(u)
+    if collectives is None:  # u_all is u: dL/dS and (dL/dS)^T both multiply u
+        g_u = symmetrized_product(d_sim, u, xp)
+    else:
+        half = u_all.shape[0] // 2
+        as_candidates = d_sim.T @ u
+        as_candidates = xp.concat(
+            [
+                collectives.sum_scatter(as_candidates[:half, :]),
+                collectives.sum_scatter(as_candidates[half:, :]),
+            ],
+            axis=0,
+        )
+        g_u = d_sim @ u_all + as_candidates
+    return _input_gradient(g_u, u, scale, xp)
+
+
+def two_view_forward(
+    z_i: Array,
+    z_j: Array,
+    state: Array,
+    config: WEINCEConfig | None = None,
+    *,
+    collectives: Collectives | None = None,
+) -> tuple[Array, Array, dict[str, Array], TwoViewResiduals]:
+    """The two-view (SimCLR, NT-Xent) WEINCE loss, keeping O(N d) residuals for the gradient
+    (docs/math.md sections 1-5 and 9).
+
+    Half-precision inputs are computed in float32. PyTorch tensors are read as values
+    (detached): the gradient is ``two_view_backward``'s, or autograd's through
+    ``weince_torch``, which uses it.
+
+    Args:
+        z_i: ``(N, d)`` embeddings of the first view, ``N >= 2``.
+        z_j: ``(N, d)`` embeddings of the second view; row ``a`` is the pair of ``z_i``'s row ``a``.
+        state: ``beta_t`` from ``init_state``.
+        config: the paper preset when ``None``.
+        collectives: ``z_i`` and ``z_j`` are this rank's ``n`` rows of a global batch joined in
+            rank order (see ``Collectives``); the loss, ``beta_t`` and the summary statistics
+            are then those of the global batch, the per-anchor statistics those of this rank's
+            anchors.
+
+    Returns:
+        ``(loss, new_state, stats, residuals)``: a 0-d loss, ``beta_t`` after this step in
+        ``state``'s dtype, the statistics (``STAT_KEYS``; per-anchor ones for ``z_i``'s rows,
+        then ``z_j``'s) and the residuals of ``two_view_backward``.
+
+    Raises:
+        TypeError: an argument is not an array of a floating dtype, or ``config`` is not a
+            ``WEINCEConfig``.
+        ValueError: shapes or devices do not match.
+    """
+    return _two_view(z_i, z_j, state, config, collectives, None)
+
+
+def two_view_backward(
+    residuals: TwoViewResiduals,
+    config: WEINCEConfig | None = None,
+    *,
+    dtype: Any = None,
+    grad_output: Array | None = None,
+    collectives: Collectives | None = None,
+) -> tuple[Array, Array]:
+    """The gradient of the two-view loss from ``two_view_forward``'s residuals (docs/math.md
+    section 6).
+
+    Args:
+        residuals: from ``two_view_forward``.
+        config: the configuration of the forward pass.
+        dtype: the dtype to return the gradients in (the inputs'); ``None``: the compute dtype.
+        grad_output: the upstream gradient of the loss, scaling the gradients.
+        collectives: as in the forward pass. The gradient is then that of the global loss with
+            respect to this rank's rows: the terms of every rank's anchors that involve them as
+            candidates come home through ``collectives.sum_scatter``.
+
+    Returns:
+        ``(dL/dz_i, dL/dz_j)``.
+
+    Raises:
+        TypeError: ``residuals`` are not ``two_view_forward``'s.
+    """
+    config = check_config(config)
+    check_residuals(residuals, TwoViewResiduals, "two_view_forward")
+    u, scale, u_all = residuals.u, residuals.scale, residuals.u_all
+    xp = array_namespace(u)
+    n = u.shape[0] // 2
+    total_rows = u_all.shape[0]
+    positive, excluded = _two_view_columns(residuals.anchors, total_rows)
+    if residuals.sim is None:
+        sim = canonical_columns(similarity(u, u_all, xp), *first_copies(u_all, xp), xp)
+    else:
+        sim = residuals.sim
+    d_sim = rows_backward(sim, positive, excluded, residuals.rows, config, total_rows=total_rows)
+    g_z = _two_view_gradient(d_sim, u, scale, u_all, collectives)
+    if grad_output is not None:
+        g_z = g_z * grad_output
+    if dtype is not None:
+        g_z = cast_gradient(g_z, dtype, xp)
+    return g_z[:n, :], g_z[n:, :]
+
+
+def two_view_value_and_grad(
+    z_i: Array,
+    z_j: Array,
+    state: Array,
+    config: WEINCEConfig | None = None,
+    *,
+    dtype: Any = None,
+    collectives: Collectives | None = None,
+) -> tuple[Array, tuple[Array, Array], Array, dict[str, Array]]:
+    """The two-view loss and its gradient in one pass, with ``S`` and the blended logits made
+    once for both (docs/math.md sections 1-6 and 9).
+
+    Args:
+        z_i: as in ``two_view_forward``.
+        z_j: as in ``two_view_forward``.
+        state: ``beta_t`` from ``init_state``.
+        config: the paper preset when ``None``.
+        dtype: the dtype of the gradients; ``None``: the inputs'.
+        collectives: as in ``two_view_forward``; the gradient is then the global loss's with
+            respect to this rank's rows.
+
+    Returns:
+        ``(loss, (dL/dz_i, dL/dz_j), new_state, stats)``.
+
+    Raises:
+        TypeError: as ``two_view_forward``.
+        ValueError: as ``two_view_forward``.
+    """
+    check_pair(z_i, z_j, state)  # before z_i.dtype is read: a list gets a clear error
+    grad_dtype = z_i.dtype if dtype is None else dtype
+    loss, new_state, stats, grads = _two_view(z_i, z_j, state, config, collectives, grad_dtype)
+    return loss, grads, new_state, stats
+
+
+def two_view(
+    z_i: Array, z_j: Array, state: Array, config: WEINCEConfig | None = None
+) -> tuple[Array, Array, dict[str, Array]]:
+    """The two-view loss without its gradient.
+
+    Args:
+        z_i: as in ``two_view_forward``.
+        z_j: as in ``two_view_forward``.
+        state: ``beta_t`` from ``init_state``.
+        config: the paper preset when ``None``.
+
+    Returns:
+        ``(loss, new_state, stats)``.
+    """
+    loss, new_state, stats, _ = two_view_forward(z_i, z_j, state, config)
+    return loss, new_state, stats
+
+
+# The old names of the two-view form (NT-Xent), kept for one release.
+nt_xent = two_view
+nt_xent_forward = two_view_forward
+nt_xent_backward = two_view_backward
+nt_xent_value_and_grad = two_view_value_and_grad
 
 
 # ---------------------------------------------------------------------------------------------

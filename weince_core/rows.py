@@ -222,8 +222,8 @@ def rows_value_and_grad(
     negatives: Array | None = None,
     scale: Array | None = None,
     negatives_finite: Array | None = None,
-) -> tuple[Array, Array, dict[str, Array], Any]:
-    """``(loss, new_beta_t, stats, dL/dsim)``: ``rows_forward`` and ``rows_backward`` in one;
+) -> tuple[Array, Any, Array, dict[str, Array]]:
+    """``(loss, dL/dsim, new_beta_t, stats)``: ``rows_forward`` and ``rows_backward`` in one;
     with a ``scale``, ``(dL/dsim, dL/dscale)`` in place of ``dL/dsim``.
 
     The same numbers as the two calls (to rounding), with the rows' softmax of the blended
@@ -237,7 +237,7 @@ def rows_value_and_grad(
     d_sim, d_scale = _rows_backward(
         sim, positive, excluded, residuals, config, total_rows, dense, negatives
     )
-    return loss, beta_t, stats, d_sim if scale is None else (d_sim, d_scale)
+    return loss, d_sim if scale is None else (d_sim, d_scale), beta_t, stats
 
 
 def _rows_forward(

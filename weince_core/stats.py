@@ -23,6 +23,25 @@ MIN_TAIL_FLOOR = 10  # a tail never has fewer points than this (if there are tha
 WRONG_SIGN_PENALTY = 1e6  # added to the SSE of a fit whose slope has the wrong sign
 TINY = 1e-12  # floor of sums of squares
 
+# The names of the statistics every loss returns (its ``stats`` dict), in one fixed order: the
+# order in which PyTorch's autograd Functions return them as a flat tuple. Per anchor:
+# ``lambda``, ``d_aic``, ``rho``; the rest are 0-d.
+STAT_KEYS = (
+    "lambda",
+    "d_aic",
+    "rho",
+    "rho0",
+    "beta_t",
+    "beta_hat",
+    "beta_r2",
+    "beta_updated",
+    "lambda_mean",
+    "frac_lambda_above_half",
+    "loss_blend",
+    "loss_weibit",
+    "loss_softmax",
+)
+
 
 def tail_size(num_negatives: int, config: WEINCEConfig) -> int:
     """``k``: how many of an anchor's largest negatives enter its tail fit."""

@@ -103,7 +103,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .config import WEINCEConfig
-from .nt_xent import nt_xent_value_and_grad
+from .forms import nt_xent_value_and_grad
 from .state import init_state
 
 __all__ = [

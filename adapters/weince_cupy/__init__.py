@@ -52,14 +52,31 @@ if os.environ.get("WEINCE_KERNELS", "1").strip().lower() not in ("0", "off", "fa
 
 
 def init_state(
-    config: WEINCEConfig | None = None, *, device: int | cupy.cuda.Device | None = None
+    config: WEINCEConfig | None = None, *, like: cupy.ndarray | None = None
 ) -> cupy.ndarray:
-    """``beta_t = config.beta_init`` as a 0-d float64 array on ``device`` (default: current).
+    """The loss's state, ``beta_t = config.beta_init`` (docs/math.md section 4).
 
-    float64 so that the state carried between steps loses nothing, whatever the inputs' dtype.
+    A 0-d float64 array, whatever the inputs' dtype: the state carried between steps loses
+    nothing.
+
+    Args:
+        config: the paper preset when ``None``.
+        like: an array whose device the state goes on (e.g. ``z_i``); ``None``: the current
+            device.
+
+    Returns:
+        ``beta_t``, a 0-d float64 ``cupy.ndarray``.
+
+    Raises:
+        TypeError: ``config`` is not a ``WEINCEConfig`` or ``like`` not a ``cupy.ndarray``.
     """
     config = check_config(config)
-    with cupy.cuda.Device(device):
+    if like is not None and not isinstance(like, cupy.ndarray):
+        raise TypeError(
+            f"like must be a cupy.ndarray (the state goes on its device) or None; "
+            f"got {type(like).__name__}"
+        )
+    with cupy.cuda.Device(None) if like is None else like.device:
         return cupy.full((), config.beta_init, dtype=cupy.float64)
 
 
@@ -78,7 +95,7 @@ def value_and_grad(
     """``(loss, (dL/dz_i, dL/dz_j), new_state, stats)``; gradients in the inputs' dtype."""
     _check_cupy(z_i=z_i, z_j=z_j, state=state)
     with z_i.device:
-        return wc.nt_xent_value_and_grad(z_i, z_j, state, config)
+        return wc.two_view_value_and_grad(z_i, z_j, state, config)
 
 
 def weince_loss(
@@ -90,7 +107,7 @@ def weince_loss(
     """``(loss, new_state, stats)`` without the gradient."""
     _check_cupy(z_i=z_i, z_j=z_j, state=state)
     with z_i.device:
-        return wc.nt_xent(z_i, z_j, state, config)
+        return wc.two_view(z_i, z_j, state, config)
 
 
 two_view_value_and_grad = value_and_grad  # the two-view form under the name the others follow

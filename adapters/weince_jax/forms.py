@@ -71,7 +71,7 @@ def two_tower(
     x: jax.Array,
     y: jax.Array,
     state: WEINCEState,
-    config: WEINCEConfig | None = WEINCEConfig.paper(),  # noqa: B008 (frozen: a safe default)
+    config: WEINCEConfig | None = None,
     *,
     scale: jax.Array | float | None = None,
     axis_name: AxisName | None = None,
@@ -118,7 +118,7 @@ def explicit_negatives(
     k: jax.Array,
     n: jax.Array,
     state: WEINCEState,
-    config: WEINCEConfig | None = WEINCEConfig.paper(),  # noqa: B008
+    config: WEINCEConfig | None = None,
     *,
     in_batch_negatives: bool = False,
 ) -> tuple[jax.Array, tuple[WEINCEState, Stats]]:
@@ -151,7 +151,7 @@ def multi_positive(
     z: jax.Array,
     labels: jax.Array,
     state: WEINCEState,
-    config: WEINCEConfig | None = WEINCEConfig.paper(),  # noqa: B008
+    config: WEINCEConfig | None = None,
 ) -> tuple[jax.Array, tuple[WEINCEState, Stats]]:
     """``(loss, (new_state, stats))`` of the multi-positive (SupCon ``L_out``) form.
 

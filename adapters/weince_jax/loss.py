@@ -1,8 +1,8 @@
 """The WEINCE loss as a pure, differentiable JAX function (SPEC.md; gradient: section 6).
 
 ``weince_loss(z_i, z_j, state, config) -> (loss, (new_state, stats))``. One ``jax.custom_vjp``:
-its primal is the core's ``nt_xent_forward``; its forward pass under ``jax.grad`` is the core's
-``nt_xent_value_and_grad`` (the loss and its analytic gradient together), keeping only the
+its primal is the core's ``two_view_forward``; its forward pass under ``jax.grad`` is the core's
+``two_view_value_and_grad`` (the loss and its analytic gradient together), keeping only the
 gradient, O(N d), for the backward pass, which scales it by the cotangent. So JAX
 differentiates the same formula as every other backend.
 
@@ -50,36 +50,47 @@ class WEINCEState(NamedTuple):
     beta_t: jax.Array
 
 
-def init_state(
-    config: WEINCEConfig | None = None,
-    dtype: Any = None,
-    *,
-    device: jax.Device | None = None,
-) -> WEINCEState:
-    """``beta_t = config.beta_init`` (SPEC.md section 4), a 0-d array of ``dtype``.
+def init_state(config: WEINCEConfig | None = None, *, like: Any = None) -> WEINCEState:
+    """The loss's state, ``WEINCEState(beta_t = config.beta_init)`` (docs/math.md section 4).
 
-    ``dtype`` defaults to float64 when ``jax_enable_x64`` is on, else float32 (half precisions
-    are refused: the state is carried across steps and must not be rounded). ``device`` places
-    it (default: JAX's default device; under ``jit`` it follows the inputs anyway).
+    ``beta_t`` is float64 when ``jax_enable_x64`` is on, else float32, whatever the inputs'
+    dtype: the state carried between steps is never rounded to a half precision.
+
+    Args:
+        config: the paper preset when ``None``.
+        like: an array whose device the state goes on (e.g. ``z_i``): that device, or for rows
+            sharded over a mesh, replicated over that mesh. ``None``, a NumPy array or a traced
+            array (under ``jit`` the state follows the inputs anyway): JAX's default device.
+
+    Returns:
+        ``WEINCEState(beta_t)``, a pytree holding a 0-d array.
+
+    Raises:
+        TypeError: ``config`` is not a ``WEINCEConfig`` or ``like`` not an array.
     """
     config = check_config(config)
-    x64 = bool(jax.config.read("jax_enable_x64"))
-    dtype = jnp.dtype(dtype if dtype is not None else jnp.float64 if x64 else jnp.float32)
-    if dtype not in (jnp.float32, jnp.float64):
-        raise TypeError(f"dtype must be float32 or float64 (or None); got {dtype}")
-    if dtype == jnp.float64 and not x64:
-        raise ValueError(
-            "dtype float64 needs jax_enable_x64 (jax.config.update('jax_enable_x64', True))"
+    if like is not None and not isinstance(like, (jax.Array, np.ndarray)):
+        raise TypeError(
+            f"like must be a jax.Array (the state goes on its device) or None; "
+            f"got {type(like).__name__}"
         )
+    dtype = jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32
     beta_t = jnp.full((), config.beta_init, dtype=dtype)
-    return WEINCEState(beta_t if device is None else jax.device_put(beta_t, device))
+    if not isinstance(like, jax.Array) or isinstance(like, jax.core.Tracer):
+        return WEINCEState(beta_t)
+    sharding = like.sharding
+    if len(sharding.device_set) == 1:
+        return WEINCEState(jax.device_put(beta_t, next(iter(sharding.device_set))))
+    if isinstance(sharding, NamedSharding):
+        return WEINCEState(jax.device_put(beta_t, NamedSharding(sharding.mesh, P())))
+    return WEINCEState(beta_t)
 
 
 def weince_loss(
     z_i: jax.Array,
     z_j: jax.Array,
     state: WEINCEState,
-    config: WEINCEConfig | None = WEINCEConfig.paper(),  # noqa: B008 (frozen: a safe default)
+    config: WEINCEConfig | None = None,
     *,
     axis_name: AxisName | None = None,
 ) -> tuple[jax.Array, tuple[WEINCEState, Stats]]:
@@ -161,7 +172,7 @@ def _loss(
     beta_t: jax.Array,
 ) -> tuple[jax.Array, jax.Array, Stats]:
     """``(loss, new_beta_t, stats)``; ``dtype`` (the inputs') is the gradient's dtype."""
-    loss, new_beta_t, stats, _ = wc.nt_xent_forward(
+    loss, new_beta_t, stats, _ = wc.two_view_forward(
         z_i, z_j, beta_t, config, collectives=_collectives(axis_name)
     )
     return loss, new_beta_t, stats
@@ -178,7 +189,7 @@ def _loss_forward(
     # The gradient is computed with the loss (S and the blended logits made once) and kept as
     # the residual, in the compute dtype: scaled by the cotangent before rounding to dtype.
     grad_dtype = jnp.promote_types(dtype, jnp.float32)
-    loss, grads, new_beta_t, stats = wc.nt_xent_value_and_grad(
+    loss, grads, new_beta_t, stats = wc.two_view_value_and_grad(
         z_i, z_j, beta_t, config, dtype=grad_dtype, collectives=_collectives(axis_name)
     )
     return (loss, new_beta_t, stats), grads

@@ -7,7 +7,7 @@
 
 Functional form, state kept by the caller::
 
-    state = weince_torch.init_state(config, device=device)
+    state = weince_torch.init_state(config, like=z_i)
     loss, state, stats = weince_torch.weince_loss(z_i, z_j, state, config)
 
 The pairing forms of SPEC.md section 9, each a criterion and a function (same arguments)::
@@ -25,11 +25,11 @@ the loss that of the global batch, every process passing its own rows; ``gather=
 it local (see ``weince_torch.distributed``).
 """
 
-from weince_core import WEINCEConfig
+from weince_core import STAT_KEYS, WEINCEConfig
 
 from . import _triton
 from .forms import explicit_negatives, multi_positive, two_tower
-from .functional import STAT_KEYS, init_state, weince_loss
+from .functional import init_state, weince_loss
 from .module import WEINCEClipLoss, WEINCELoss, WEINCEQueueLoss, WEINCESupConLoss
 
 _triton.enable_from_environment()  # the GPU kernels, where Triton and a CUDA device are present

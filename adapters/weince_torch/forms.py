@@ -27,11 +27,11 @@ import torch
 import torch.distributed as dist
 
 import weince_core as wc
-from weince_core import WEINCEConfig
+from weince_core import STAT_KEYS, WEINCEConfig
 from weince_core.validation import check_config
 
 from . import distributed
-from .functional import STAT_KEYS, _check_tensors, _distinct, _run_eagerly, _without_autocast
+from .functional import _check_tensors, _distinct, _run_eagerly, _without_autocast
 
 Stats = dict[str, torch.Tensor]
 

@@ -3,7 +3,7 @@
 ``weince_loss(z_i, z_j, state, config) -> (loss, new_state, stats)`` is pure: the caller keeps
 ``state`` (``beta_t``). Autograd goes through one ``torch.autograd.Function``. When ``z_i`` or
 ``z_j`` requires grad, its forward computes the loss and the core's analytic gradient together
-(``nt_xent_value_and_grad``: ``S`` and the blended logits are made once) and keeps only the
+(``two_view_value_and_grad``: ``S`` and the blended logits are made once) and keeps only the
 gradient, O(N d), for the backward, which scales it by the loss's upstream gradient (gathered
 over processes, the backward computes it from O(N d) residuals instead: see
 ``_WEINCEFunction``). So PyTorch differentiates the same formula as every other backend, and
@@ -25,40 +25,39 @@ import torch.distributed as dist
 from array_api_compat import array_namespace
 
 import weince_core as wc
-from weince_core import WEINCEConfig
+from weince_core import STAT_KEYS, WEINCEConfig
 from weince_core.ops import cast_gradient
 from weince_core.validation import check_config, check_has_values
 
 from . import distributed
 
-# The statistics the core returns, in the order the autograd Function returns them (a Function
-# returns a flat tuple of tensors; a dict output would not be marked non-differentiable under
-# torch.compile). A test checks that this is exactly the core's set.
-STAT_KEYS = (
-    "lambda",
-    "d_aic",
-    "rho",
-    "rho0",
-    "beta_t",
-    "beta_hat",
-    "beta_r2",
-    "beta_updated",
-    "lambda_mean",
-    "frac_lambda_above_half",
-    "loss_blend",
-    "loss_weibit",
-    "loss_softmax",
-)
-
 
 def init_state(
-    config: WEINCEConfig | None = None, *, device: torch.device | str | None = None
+    config: WEINCEConfig | None = None, *, like: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """``beta_t = config.beta_init`` as a 0-d float64 tensor on ``device`` (SPEC.md section 4).
+    """The loss's state, ``beta_t = config.beta_init`` (docs/math.md section 4).
 
-    float64 so that the state carried between steps loses nothing, whatever the inputs' dtype.
+    A 0-d float64 tensor, whatever the inputs' dtype: the state carried between steps loses
+    nothing.
+
+    Args:
+        config: the paper preset when ``None``.
+        like: a tensor whose device the state goes on (e.g. ``z_i``); ``None``: PyTorch's
+            default device.
+
+    Returns:
+        ``beta_t``, a 0-d float64 tensor.
+
+    Raises:
+        TypeError: ``config`` is not a ``WEINCEConfig`` or ``like`` not a tensor.
     """
     config = check_config(config)
+    if like is not None and not isinstance(like, torch.Tensor):
+        raise TypeError(
+            f"like must be a torch.Tensor (the state goes on its device) or None; "
+            f"got {type(like).__name__}"
+        )
+    device = None if like is None else like.device
     return wc.init_state(config, like=torch.empty((), dtype=torch.float64, device=device))
 
 
@@ -144,10 +143,10 @@ def _gathered_loss(
 class _WEINCEFunction(torch.autograd.Function):
     """The loss of one process, or of a batch gathered over processes (``collectives``).
 
-    Local, with an input that needs a gradient: the forward is ``wc.nt_xent_value_and_grad``
+    Local, with an input that needs a gradient: the forward is ``wc.two_view_value_and_grad``
     (the gradient is computed with the loss, where ``S`` and the blended logits are at hand,
     and kept: O(N d)); the backward scales it by the loss's upstream gradient. Otherwise the
-    forward is ``wc.nt_xent_forward`` and the backward ``wc.nt_xent_backward`` on its O(N d)
+    forward is ``wc.two_view_forward`` and the backward ``wc.two_view_backward`` on its O(N d)
     residuals. Gathered, the gradient is computed in the backward on purpose: its collectives
     then run in the backward pass, like DDP's. (Run in the forward, they made gloo's
     ``destroy_process_group`` deadlock now and then in our tests: a known PyTorch hazard,
@@ -171,12 +170,12 @@ class _WEINCEFunction(torch.autograd.Function):
             if one_pass:
                 # In the compute dtype: scaled by the upstream gradient before rounding to z's.
                 grad_dtype = torch.promote_types(z_i.dtype, torch.float32)
-                loss, grads, new_state, stats = wc.nt_xent_value_and_grad(
+                loss, grads, new_state, stats = wc.two_view_value_and_grad(
                     z_i, z_j, state, config, dtype=grad_dtype
                 )
                 ctx.save_for_backward(*grads)
             else:
-                loss, new_state, stats, residuals = wc.nt_xent_forward(
+                loss, new_state, stats, residuals = wc.two_view_forward(
                     z_i, z_j, state, config, collectives=collectives
                 )
                 ctx.save_for_backward(*_flatten(residuals))
@@ -211,7 +210,7 @@ class _WEINCEFunction(torch.autograd.Function):
                 # Every process's loss is the global loss and DDP averages: see weince_loss.
                 grad_loss = grad_loss * collectives.world_size
             with _without_autocast(grad_loss):
-                grad_i, grad_j = wc.nt_xent_backward(
+                grad_i, grad_j = wc.two_view_backward(
                     residuals,
                     ctx.config,
                     dtype=ctx.dtype,
@@ -226,14 +225,14 @@ def _without_autocast(like: torch.Tensor) -> torch.autocast:
     return torch.autocast(device_type=like.device.type, enabled=False)
 
 
-def _flatten(residuals: wc.NTXentResiduals) -> tuple[torch.Tensor | None, ...]:
-    # NTXentResiduals ends with the nested RowsResiduals; optional entries may be None.
+def _flatten(residuals: wc.TwoViewResiduals) -> tuple[torch.Tensor | None, ...]:
+    # TwoViewResiduals ends with the nested RowsResiduals; optional entries may be None.
     return (*residuals[:-1], *residuals.rows)
 
 
-def _unflatten(saved: tuple[torch.Tensor | None, ...]) -> wc.NTXentResiduals:
-    own = len(wc.NTXentResiduals._fields) - 1
-    return wc.NTXentResiduals._make([*saved[:own], wc.RowsResiduals._make(saved[own:])])
+def _unflatten(saved: tuple[torch.Tensor | None, ...]) -> wc.TwoViewResiduals:
+    own = len(wc.TwoViewResiduals._fields) - 1
+    return wc.TwoViewResiduals._make([*saved[:own], wc.RowsResiduals._make(saved[own:])])
 
 
 def _distinct(tensors: list[torch.Tensor]) -> list[torch.Tensor]:

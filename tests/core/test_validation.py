@@ -71,7 +71,7 @@ def test_bad_state_is_refused(state, error, message):
 
 def test_validation_happens_before_any_computation(monkeypatch):
     calls = []
-    two_view = importlib.import_module("weince_core.nt_xent")
+    two_view = importlib.import_module("weince_core.forms")
     monkeypatch.setattr(two_view, "rows_forward", lambda *a, **k: calls.append(a))
     with pytest.raises(ValueError):
         wc.nt_xent(np.ones((1, 3)), np.ones((1, 3)), STATE)
@@ -102,7 +102,7 @@ def test_a_list_to_value_and_grad_names_the_argument_and_asks_for_an_array():
 
 
 def test_residuals_that_are_not_the_forwards_are_refused():
-    with pytest.raises(TypeError, match="residuals must be the NTXentResiduals that nt_xent_fo"):
+    with pytest.raises(TypeError, match="residuals must be the TwoViewResiduals that two_view_fo"):
         wc.nt_xent_backward((np.ones((8, 3)),))
     with pytest.raises(TypeError, match="residuals must be the RowsResiduals that rows_forward"):
         wc.rows_backward(np.eye(4), np.array([1, 0, 3, 2]), None, (1, 2), wc.WEINCEConfig())

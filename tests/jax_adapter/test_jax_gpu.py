@@ -43,7 +43,7 @@ def on_gpu(a, dtype):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_reference_vectors_on_the_gpu(golden, dtype):
     rtol = RTOL_FLOAT64 if dtype == "float64" else RTOL_FLOAT32
-    state = weince_jax.init_state(golden.config, device=GPU)
+    state = weince_jax.init_state(golden.config, like=on_gpu(np.zeros(()), "float32"))
     with jax.default_matmul_precision("highest"):
         for t in range(golden.steps):
             ref = golden.step(t)
@@ -88,7 +88,7 @@ def test_gpu_float32_equals_the_core_in_float64_on_the_cpu(preset):
 
 def test_a_state_committed_to_another_device_is_refused_by_name():
     z = on_gpu(np.ones((4, 3)), "float32")
-    state = weince_jax.init_state(device=jax.devices("cpu")[0])
+    state = weince_jax.init_state(like=jax.device_put(jnp.zeros(()), jax.devices("cpu")[0]))
     with pytest.raises(ValueError, match="incompatible devices"):
         weince_jax.weince_loss(z, z, state)
 

@@ -60,13 +60,13 @@ def test_training_steps_of_equal_shapes_compile_once():
 
 def test_eager_calls_compile_once_per_shape(monkeypatch):
     traces = []
-    forward = wc.nt_xent_forward
+    forward = wc.two_view_forward
 
     def counting_forward(*args, **kwargs):
         traces.append(1)
         return forward(*args, **kwargs)
 
-    monkeypatch.setattr(wc, "nt_xent_forward", counting_forward)
+    monkeypatch.setattr(wc, "two_view_forward", counting_forward)
     jax.clear_caches()
     state = weince_jax.init_state(CONFIG)
     for seed in range(3):
@@ -143,11 +143,12 @@ def test_init_state_dtype_device_and_value():
     config = WEINCEConfig(beta_init=2.5)
     assert float(weince_jax.init_state(config).beta_t) == 2.5
     assert weince_jax.init_state().beta_t.dtype == jnp.float64  # x64 is on in the test session
-    assert weince_jax.init_state(dtype=jnp.float32).beta_t.dtype == jnp.float32
+    like = jnp.zeros(3, dtype=jnp.float32)  # gives the device, not the dtype
+    assert weince_jax.init_state(like=like).beta_t.dtype == jnp.float64
     cpu = jax.devices("cpu")[0]
-    assert weince_jax.init_state(device=cpu).beta_t.devices() == {cpu}
-    with pytest.raises(TypeError, match="float32 or float64"):
-        weince_jax.init_state(dtype=jnp.bfloat16)
+    assert weince_jax.init_state(like=jax.device_put(like, cpu)).beta_t.devices() == {cpu}
+    with pytest.raises(TypeError, match=r"^like must be a jax\.Array"):
+        weince_jax.init_state(like=[1.0])
     with pytest.raises(TypeError, match="config must be a WEINCEConfig"):
         weince_jax.init_state("paper")
 

@@ -20,6 +20,8 @@ import importlib.util
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
+
 from weince_core import WEINCEConfig, testing
 from weince_core.testing import (
     ADAPTERS,
@@ -93,7 +95,7 @@ class Backend(testing.Backend):
     def _run_torch_adapter(
         self, weince_torch: Any, batches: Batches, config: WEINCEConfig, dtype: str
     ) -> list[StepResult]:
-        state = weince_torch.init_state(config, device=self.device)
+        state = weince_torch.init_state(config, like=self.asarray(np.zeros(()), "float32"))
         results = []
         for z_i, z_j in batches:
             t_i = self.asarray(z_i, dtype).requires_grad_(True)
@@ -107,7 +109,7 @@ class Backend(testing.Backend):
         self, weince_jax: Any, batches: Batches, config: WEINCEConfig, dtype: str
     ) -> list[StepResult]:
         step = _jax_adapter_step()
-        state = weince_jax.init_state(config, device=self.jax_device())
+        state = weince_jax.init_state(config, like=self.asarray(np.zeros(()), "float32"))
         results = []
         for z_i, z_j in batches:
             (loss, (state, stats)), grads = step(
@@ -119,7 +121,7 @@ class Backend(testing.Backend):
     def _run_cupy_adapter(
         self, weince_cupy: Any, batches: Batches, config: WEINCEConfig, dtype: str
     ) -> list[StepResult]:
-        state = weince_cupy.init_state(config, device=self.device_index())
+        state = weince_cupy.init_state(config, like=self.asarray(np.zeros(()), "float32"))
         results = []
         for z_i, z_j in batches:
             loss, grads, state, stats = weince_cupy.value_and_grad(

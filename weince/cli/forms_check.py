@@ -264,7 +264,7 @@ def _run_torch(
     options: dict[str, Any],
 ) -> list[FormResult]:
     function = getattr(weince_torch, case.form)
-    state = weince_torch.init_state(config, device=backend.device)
+    state = weince_torch.init_state(config, like=backend.asarray(np.zeros(()), "float32"))
     results = []
     for batch in case.batches:
         arrays = {k: _to_backend(backend, k, v, dtype) for k, v in batch.items()}
@@ -304,7 +304,7 @@ def _run_jax(
         )
 
     step = jax.jit(step)
-    state = weince_jax.init_state(config, device=backend.jax_device())
+    state = weince_jax.init_state(config, like=backend.asarray(np.zeros(()), "float32"))
     results = []
     for batch in case.batches:
         arrays = {k: _to_backend(backend, k, v, dtype) for k, v in batch.items()}
@@ -322,7 +322,7 @@ def _run_cupy(
     options: dict[str, Any],
 ) -> list[FormResult]:
     function = getattr(weince_cupy, f"{case.form}_value_and_grad")
-    state = weince_cupy.init_state(config, device=backend.device_index())
+    state = weince_cupy.init_state(config, like=backend.asarray(np.zeros(()), "float32"))
     results = []
     for batch in case.batches:
         arrays = {k: _to_backend(backend, k, v, dtype) for k, v in batch.items()}

@@ -17,7 +17,7 @@ def _torch_step(z_i, z_j, config, device):
 
     a = torch.tensor(z_i, dtype=torch.float32, device=device, requires_grad=True)
     b = torch.tensor(z_j, dtype=torch.float32, device=device, requires_grad=True)
-    state = weince_torch.init_state(config, device=device)
+    state = weince_torch.init_state(config, like=a)
     loss, beta_t, stats = weince_torch.weince_loss(a, b, state, config)
     loss.backward()
     return [x.detach().cpu().numpy() for x in (loss, a.grad, b.grad, beta_t, stats["lambda"])]
@@ -88,7 +88,7 @@ def test_the_kernels_trace_under_torch_compile_fullgraph(kernel_hooks, monkeypat
     device = kernel_hooks.device
     z = torch.tensor(np.random.default_rng(3).normal(size=(2, 12, 5)), dtype=torch.float32)
     z = z.to(device)
-    state = weince_torch.init_state(config, device=device)
+    state = weince_torch.init_state(config, like=z)
 
     def step(z_i, z_j):
         return weince_torch.weince_loss(z_i, z_j, state, config)[0]

@@ -216,7 +216,7 @@ def train_run(
     total_steps = protocol.epochs * steps_per_epoch(len(split.x_train), protocol.batch_size)
     optimizer, train_step = _training_step(config, protocol, total_steps)
     opt_state = optimizer.init(params)
-    loss_state = weince_jax.init_state(config, device=device)
+    loss_state = weince_jax.init_state(config, like=jax.tree_util.tree_leaves(params)[0])
 
     def step(index: int, view_1: np.ndarray, view_2: np.ndarray) -> dict[str, jax.Array]:
         nonlocal params, opt_state, loss_state

@@ -30,7 +30,7 @@ from scipy import optimize, stats
 import weince_core as wc
 from weince.cli.output import json_ready, track
 from weince_core import WEINCEConfig
-from weince_core.nt_xent import NORM_FLOOR
+from weince_core.forms import NORM_FLOOR
 from weince_core.ops import canonical_columns, first_copies, row_norms, similarity
 
 FORMS = ("two_view", "single")
