@@ -51,11 +51,10 @@ def test_progress_is_drawn_on_a_terminal_only(monkeypatch, capsys):
     assert capsys.readouterr().err == ""
     terminal = Terminal()
     monkeypatch.setattr("sys.stderr", terminal)
-    with output.Bar(3, "steps") as bar:
-        assert bar.shown
-        bar.advance()
-        bar.note("loss 1.0")
-    assert "steps" in terminal.getvalue()
+    with output.progress_bar(3, "steps") as update:
+        update(advance=1)
+        update(note="loss 1.0")
+    assert "steps" in terminal.getvalue()  # drawn on the terminal
 
 
 @pytest.mark.parametrize("command", ["bench", "crosscheck", "demo", "diagnose"])

@@ -8,13 +8,14 @@ are written as ``null``.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
 import json
 import math
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 
 import numpy as np
@@ -24,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 T = TypeVar("T")
+Update = Callable[..., None]  # progress_bar's update(advance=, description=, note=)
 WIDE = 1_000  # columns: a table is never wrapped, whatever the terminal
 
 
@@ -121,77 +123,32 @@ def write_json(path: Path, payload: Mapping[str, Any]) -> None:
     path.write_text(json.dumps(json_ready(payload), indent=2, allow_nan=False) + "\n")
 
 
-class Bar:
+@contextlib.contextmanager
+def progress_bar(total: int, description: str = "", *, enabled: bool = True) -> Iterator[Update]:
     """A progress bar on stderr, drawn by rich only when stderr is a terminal and removed when
-    done; elsewhere (a pipe, a log file) it shows nothing.
+    done; elsewhere (a pipe, a log file) nothing is shown.
 
-    Use it as a context manager: ``advance`` after each step, ``describe`` for what runs now,
-    ``note`` for a short text after the bar (the last loss, say).
+    Args:
+        total: the number of steps.
+        description: the text before the bar.
+        enabled: ``False`` (``--no-progress``): show nothing.
+
+    Yields:
+        ``update(advance=1)`` after a step, ``update(description=...)`` for what runs now,
+        ``update(note=...)`` for a short text after the bar (the last loss, say).
     """
-
-    def __init__(self, total: int, description: str = "", *, enabled: bool = True) -> None:
-        """A bar of ``total`` steps.
-
-        Args:
-            total: the number of steps.
-            description: the text before the bar.
-            enabled: ``False`` (``--no-progress``): show nothing.
-        """
-        self.shown = enabled and sys.stderr.isatty()
-        self._progress: Progress | None = None
-        self._total, self._description = total, description
-
-    def __enter__(self) -> Bar:
-        if self.shown:
-            self._progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[note]}"),
-                console=Console(file=sys.stderr),
-                transient=True,
-            )
-            self._progress.start()
-            self._task = self._progress.add_task(self._description, total=self._total, note="")
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
-
-    def advance(self, steps: int = 1) -> None:
-        """Count ``steps`` more steps done.
-
-        Args:
-            steps: how many.
-        """
-        if self._progress is not None:
-            self._progress.advance(self._task, steps)
-
-    def describe(self, text: str) -> None:
-        """Show ``text`` before the bar.
-
-        Args:
-            text: a few words.
-        """
-        if self._progress is not None:
-            self._progress.update(self._task, description=text)
-
-    def note(self, text: str) -> None:
-        """Show ``text`` after the bar.
-
-        Args:
-            text: a few words.
-        """
-        if self._progress is not None:
-            self._progress.update(self._task, note=text)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[note]}"),
+        console=Console(file=sys.stderr),
+        transient=True,
+        disable=not (enabled and sys.stderr.isatty()),
+    ) as progress:
+        task = progress.add_task(description, total=total, note="")
+        yield functools.partial(progress.update, task)
 
 
 def track(
@@ -201,7 +158,7 @@ def track(
     enabled: bool = True,
     label: Any = None,
 ) -> Iterator[T]:
-    """``items``, one at a time, with a progress bar (``Bar``) while they are worked on.
+    """``items``, one at a time, with a progress bar (``progress_bar``) while they are worked on.
 
     Args:
         items: the steps.
@@ -214,12 +171,12 @@ def track(
     Yields:
         Each item, in turn.
     """
-    with Bar(len(items), description, enabled=enabled) as bar:
+    with progress_bar(len(items), description, enabled=enabled) as update:
         for i, item in enumerate(items, 1):
             words = label(item) if label is not None else ""
-            if bar.shown:
-                bar.note(words)
+            if sys.stderr.isatty():
+                update(note=words)
             elif enabled and words:
                 print(f"[{i}/{len(items)}] {words}", file=sys.stderr, flush=True)
             yield item
-            bar.advance()
+            update(advance=1)

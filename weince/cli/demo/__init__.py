@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from weince.cli.args import config_value, output_folder, positive_float, positive_int
-from weince.cli.output import Bar, write_json
+from weince.cli.output import progress_bar, write_json
 from weince_core import WEINCEConfig
 
 from .data import SPLIT_SEED, TEST_FRACTION, DataError, Split
@@ -232,11 +232,11 @@ def _training_runs(
     per_run = protocol.epochs * steps_per_epoch(len(split.x_train), protocol.batch_size)
     runs = []
     total = len(configs) * len(seeds) * per_run
-    with Bar(total, "training", enabled=not args.no_progress) as bar:
+    with progress_bar(total, "training", enabled=not args.no_progress) as update:
         for loss, config in configs.items():
             for seed in seeds:
-                bar.describe(f"{loss} seed {seed}")
-                result = backend.train_run(split, config, seed, protocol, args.device, bar)
+                update(description=f"{loss} seed {seed}")
+                result = backend.train_run(split, config, seed, protocol, args.device, update)
                 if args.save_embeddings:
                     _save_embeddings(args.out, loss, seed, result.embeddings_test)
                 runs.append(

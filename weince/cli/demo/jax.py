@@ -197,15 +197,13 @@ def train_run(
 ) -> TrainResult:
     """Train the encoder with ``weince_jax.weince_loss`` and return its features and curves.
 
-    ``progress``: a ``weince.cli.output.Bar`` (or ``None``), advanced once per step.
-
     Args:
         split: the images.
         config: the loss's configuration.
         seed: the seed of the weights and of the batches.
         protocol: the training protocol.
         device_name: the ``--device`` text.
-        progress: a ``weince.cli.output.Bar`` or ``None``.
+        progress: the ``update`` of ``weince.cli.output.progress_bar``, or ``None``.
 
     Returns:
         The frozen features, the per-step curves, the seconds and the test projections.

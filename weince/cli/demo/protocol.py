@@ -149,16 +149,15 @@ def train_epochs(
     """Every training step of a run: ``step(index, view_1, view_2)`` on the seed's batches.
 
     ``step`` returns the step's record (``CURVE_KEYS`` to device arrays, read back by the caller
-    once the run is over, so that steps do not wait on the host). ``progress``: a
-    ``weince.cli.output.Bar`` (or ``None``), advanced once per step and showing the last loss
-    at the end of each epoch.
+    once the run is over, so that steps do not wait on the host). ``progress`` is called once
+    per step (``advance=1``) and shows the last loss at the end of each epoch (``note=``).
 
     Args:
         x_train: the training images.
         protocol: the epochs, batch size and augmentation.
         seed: the run's seed.
         step: one training step.
-        progress: a ``weince.cli.output.Bar`` or ``None``.
+        progress: the ``update`` of ``weince.cli.output.progress_bar``, or ``None``.
 
     Returns:
         The records of every step.
@@ -169,9 +168,9 @@ def train_epochs(
         for view_1, view_2 in view_pairs(x_train, protocol, rng):
             records.append(step(len(records), view_1, view_2))
             if progress is not None:
-                progress.advance()
+                progress(advance=1)
         if progress is not None and records:
-            progress.note(f"loss {float(records[-1]['loss']):.3f}")
+            progress(note=f"loss {float(records[-1]['loss']):.3f}")
     return records
 
 
