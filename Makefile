@@ -30,9 +30,10 @@ lint: setup
 test: lint
 	$(BIN)/python -m pytest
 
-# On a machine with a CUDA GPU (and CuPy installed): the GPU-only tests.
+# On a machine with a CUDA GPU (and CuPy installed): the GPU-only tests, in one process (xdist's
+# workers would each take a share of the GPU's memory).
 gpu-test: setup
-	$(BIN)/python -m pytest -m gpu
+	$(BIN)/python -m pytest -m gpu -n 0
 
 clean:
 	rm -rf $(VENV)

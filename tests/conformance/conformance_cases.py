@@ -28,16 +28,18 @@ PRESETS = ("paper", "blend", "infonce")
 Batch = tuple[np.ndarray, np.ndarray]
 
 
-def backend_dtypes(*only: str) -> pytest.MarkDecorator:
+def backend_dtypes(*only: str, adapters_only: bool = False) -> pytest.MarkDecorator:
     """Parametrize a test over every backend (the ``backend`` fixture) and each dtype it has.
 
-    ``only`` keeps just those dtypes. Ids read ``torch-cpu-bfloat16``.
+    ``only`` keeps just those dtypes; ``adapters_only`` the backends whose framework has an
+    adapter (the others run the core, which tests/core checks on every backend). Ids read
+    ``torch-cpu-bfloat16``.
     """
     pairs = [
         pytest.param(b, dtype, id=f"{b.id}-{dtype}")
         for b in BACKENDS
         for dtype in b.dtypes
-        if not only or dtype in only
+        if (not only or dtype in only) and (b.adapter or not adapters_only)
     ]
     return pytest.mark.parametrize(("backend", "dtype"), pairs, indirect=["backend"])
 

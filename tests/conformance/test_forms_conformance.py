@@ -10,7 +10,9 @@ import pytest
 from forms_cases import GOLDEN_NAMES, golden_inputs
 
 from weince.cli import forms_check
+from weince_core.testing import all_backends
 
+BACKENDS = all_backends()
 GOLDEN = 1e-10  # normwise relative, every quantity (SPEC.md: "about 1e-10 relative")
 
 
@@ -26,6 +28,12 @@ def assert_matches(actual: np.ndarray, expected: np.ndarray, what: str) -> None:
     assert gap <= GOLDEN * scale, f"{what}: {gap:.2e} off (scale {scale:.2e})"
 
 
+# Backends without an adapter run the core, whose reproduction of the reference vectors on every
+# backend (these quantities, d_aic relative to its own size, to 1e-10) is
+# tests/core/test_forms_golden.py.
+@pytest.mark.parametrize(
+    "backend", [b for b in BACKENDS if b.adapter], ids=lambda b: b.id, indirect=True
+)
 def test_golden_forms_on_every_backend(backend, golden_form):
     if not backend.supports("float64"):
         pytest.skip(f"{backend.id} has no float64")
