@@ -209,28 +209,17 @@ def test_an_adapter_imports_no_other_adapter_and_no_tool(adapter):
 # crosscheck's comparison and the forms' runs move out of the tools (each entry is checked:
 # one that no longer holds fails the test, so that it is taken off).
 PENDING: dict[str, set[str]] = {
-    # The tools' own tests, moving under tests/cli.
-    "tests/bench": {"weince.bench", "weince.cli"},
-    "tests/crosscheck": {
-        "weince.backends",
-        "weince.cli",
-        "weince.crosscheck",
-        "weince.forms_check",
-    },
-    "tests/demo": {"weince.cli", "weince.demo_augment", "weince.demo_data"}
-    | {"weince.demo_protocol", "weince.demo_report"},
-    "tests/diagnose": {"weince.cli", "weince.diagnose", "weince.diagnosis"},
-    # Runs through the adapters (weince.backends.Backend.run_steps), the crosscheck's
+    # Runs through the adapters (weince.cli.backends.Backend.run_steps), the crosscheck's
     # comparison and the forms' runs.
-    "tests/conftest.py": {"weince.backends"},
-    "tests/core/test_config.py": {"weince.backends"},
-    "tests/conformance/conformance_cases.py": {"weince.backends", "weince.crosscheck"},
-    "tests/conformance/test_conformance_edges.py": {"weince.crosscheck"},
-    "tests/conformance/test_degenerate_batches.py": {"weince.crosscheck"},
-    "tests/conformance/test_forms_conformance.py": {"weince.forms_check"},
-    "tests/cupy_adapter/test_cupy_forms.py": {"weince.forms_check"},
-    "tests/jax_adapter/test_jax_forms.py": {"weince.forms_check"},
-    "tests/torch_adapter/test_torch_forms.py": {"weince.forms_check"},
+    "tests/conftest.py": {"weince.cli.backends"},
+    "tests/core/test_config.py": {"weince.cli.backends"},
+    "tests/conformance/conformance_cases.py": {"weince.cli.backends", "weince.cli.crosscheck"},
+    "tests/conformance/test_conformance_edges.py": {"weince.cli.crosscheck"},
+    "tests/conformance/test_degenerate_batches.py": {"weince.cli.crosscheck"},
+    "tests/conformance/test_forms_conformance.py": {"weince.cli"},
+    "tests/cupy_adapter/test_cupy_forms.py": {"weince.cli"},
+    "tests/jax_adapter/test_jax_forms.py": {"weince.cli"},
+    "tests/torch_adapter/test_torch_forms.py": {"weince.cli"},
 }
 
 

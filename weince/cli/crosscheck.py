@@ -28,7 +28,6 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-import weince_core as wc
 from weince.cli import forms_check
 from weince.cli.args import backend_names, choice_list, int_list, output_file, positive_int
 from weince.cli.backends import PATHS, Backend, all_backends, jax_float64, matching_ids
@@ -427,22 +426,7 @@ def reference_results(batches: Sequence[Batch], config: WEINCEConfig) -> list[St
     Returns:
         One ``StepResult`` per step, the state carried.
     """
-    state = wc.init_state(config, like=batches[0][0])
-    results = []
-    for z_i, z_j in batches:
-        loss, (g_i, g_j), state, stats = wc.nt_xent_value_and_grad(z_i, z_j, state, config)
-        results.append(
-            StepResult(
-                loss=np.asarray(loss, np.float64),
-                grad_i=g_i,
-                grad_j=g_j,
-                state=np.asarray(state, np.float64),
-                stats={k: np.asarray(v, np.float64) for k, v in stats.items()},
-                loss_dtype="float64",
-                grad_dtype="float64",
-            )
-        )
-    return results
+    return Backend("numpy", "numpy", "cpu").run_core(batches, config, "float64")
 
 
 # -- rows -----------------------------------------------------------------------------------
