@@ -17,7 +17,6 @@ Exit status: 0 when every row passes, 1 when any fails, 2 for a usage error.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -29,26 +28,25 @@ from typing import Any
 
 import numpy as np
 
-import weince_core as wc
 from weince import forms_check
-from weince.backends import PATHS, Backend, all_backends
 from weince.cli import int_list, output_file, positive_int
+from weince.testing import PATHS, Backend, all_backends
 from weince_core import WEINCEConfig
 from weince_core.testing import (
     BACKEND_IDS,
     DTYPES,
+    Difference,
+    ReferenceCache,
     StepResult,
     Tolerance,
+    compare,
+    computed_quantities,
     enable_jax_float64,
-    smallest_shortfall,
+    generated_batches,
 )
 
 PRESETS = ("paper", "blend", "infonce")
-# The compared quantities, in the order of the table and the JSON.
-QUANTITIES = ("loss", "grad", "lambda", "d_aic", "rho", "rho0", "beta_t")
 TABLE_QUANTITIES = ("loss", "grad", "lambda", "beta_t")
-# The quantities that exist only where the gate is on (NaN by design with gate "off").
-TAIL_QUANTITIES = ("d_aic", "rho", "rho0")
 # The verdict: a fixed tolerance per dtype, the same whatever the inputs. float64: the agreement
 # SPEC.md section 8 promises (1e-9; measured below 4e-10 even with rows 1e-3 apart). The other
 # dtypes compute in float32, whose cap 1 - eps is not 1 - 1e-6 but 1 - 1.0133e-6: on batches
@@ -63,9 +61,6 @@ VERDICT: dict[str, Tolerance] = {
     "bfloat16": Tolerance(value=1e-3, lam=1e-3, grad=8e-3, d_aic=1e-3),
     "float16": Tolerance(value=1e-3, lam=1e-3, grad=2e-3, d_aic=1e-3, grad_abs=2.0**-24),
 }
-# The second view of the generated inputs: z_j = z_i + VIEW_NOISE * noise, so that positives
-# are closer than negatives, the gate opens for some anchors and beta_t moves.
-VIEW_NOISE = 0.5
 
 Batch = tuple[np.ndarray, np.ndarray]
 
@@ -234,16 +229,6 @@ class Case:
         )
 
 
-def generated_batches(n: int, d: int, steps: int, seed: int) -> tuple[Batch, ...]:
-    """``steps`` batches of two views: ``z_i`` standard normal, ``z_j = z_i + 0.5 * noise``."""
-    rng = np.random.default_rng([seed, n, d])
-    batches = []
-    for _ in range(steps):
-        z_i = rng.standard_normal((n, d))
-        batches.append((z_i, z_i + VIEW_NOISE * rng.standard_normal((n, d))))
-    return tuple(batches)
-
-
 def load_batches(path: Path, steps: int) -> tuple[Batch, ...]:
     """The user's embeddings (see ``--input``) as float64 batches; ``UsageError`` if malformed."""
     if not path.is_file():
@@ -288,131 +273,6 @@ def load_batches(path: Path, steps: int) -> tuple[Batch, ...]:
 
 
 # -- comparison -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Difference:
-    """``abs``: max |x - x_ref|; ``rel``: that over max |x_ref|; ``error``: what is checked.
-
-    ``reference_nonfinite``: how many reference entries are NaN or infinite (counted when the
-    quantity is checked strictly, as the command does): such a reference cannot vouch for
-    anything, so the quantity does not pass. ``computed``: False for a statistic the preset does
-    not compute (NaN by design), which is left out of the verdict.
-    """
-
-    abs: float
-    rel: float
-    error: float
-    tolerance: float
-    reference_nonfinite: int = 0
-    computed: bool = True
-
-    @property
-    def passed(self) -> bool:
-        if not self.computed:
-            return True
-        return self.reference_nonfinite == 0 and self.error <= self.tolerance
-
-
-def _stacked(results: Sequence[StepResult], quantity: str) -> np.ndarray:
-    if quantity == "loss":
-        return np.stack([r.loss for r in results])
-    if quantity == "grad":
-        return np.stack([np.concatenate([r.grad_i, r.grad_j]) for r in results])
-    if quantity == "beta_t":  # the value used in each step, then the value carried out of it
-        return np.stack([np.stack([r.stats["beta_t"], r.state]) for r in results])
-    return np.stack([r.stats[quantity] for r in results])
-
-
-def difference(
-    actual: np.ndarray,
-    expected: np.ndarray,
-    quantity: str,
-    tol: Tolerance,
-    *,
-    strict: bool = False,
-) -> Difference:
-    """How far ``actual`` is from ``expected``; ``inf`` if shapes differ or ``actual`` is not
-    finite where ``expected`` is.
-
-    ``strict`` (the command's verdict): non-finite reference entries are counted and make the
-    quantity fail; the errors are measured over the others. Otherwise entries NaN in both are
-    left out (statistics a preset does not compute) and any other non-finite gap is ``inf``.
-    """
-    if actual.shape != expected.shape:
-        return Difference(math.inf, math.inf, math.inf, tol.of(quantity))
-    if strict:
-        finite = np.isfinite(expected)
-        skipped = ~finite
-    else:
-        finite = np.ones(expected.shape, bool)
-        skipped = np.isnan(actual) & np.isnan(expected)
-    with np.errstate(invalid="ignore", over="ignore"):
-        gap = np.abs(actual - expected)
-    gap = np.where(skipped, 0.0, np.where(np.isfinite(gap), gap, np.inf))
-    largest_gap = float(np.max(gap)) if gap.size else 0.0
-    reference = np.where(skipped, 0.0, expected)
-    scale = float(np.max(np.abs(reference))) if gap.size else 0.0
-    rel = largest_gap / scale if scale > 0 else (0.0 if largest_gap == 0 else math.inf)
-    if quantity == "lambda":  # a weight in [0, 1]: absolute
-        error = largest_gap
-    elif quantity == "d_aic":  # a difference of AICs, often near 0: relative to max(scale, 1)
-        error = largest_gap / max(scale, 1.0)
-    else:
-        error = rel
-    nonfinite = int(np.sum(~finite)) if strict else 0
-    return Difference(largest_gap, rel, error, tol.of(quantity, scale), nonfinite)
-
-
-def computed_quantities(config: WEINCEConfig) -> tuple[str, ...]:
-    """The quantities of ``QUANTITIES`` that ``config`` computes (the tail statistics only with
-    the gate on)."""
-    if config.uses_tail_statistics:
-        return QUANTITIES
-    return tuple(q for q in QUANTITIES if q not in TAIL_QUANTITIES)
-
-
-def compare(
-    results: Sequence[StepResult],
-    reference: Sequence[StepResult],
-    tol: Tolerance,
-    computed: Sequence[str] | None = None,
-) -> dict[str, Difference]:
-    """Every quantity of ``QUANTITIES``, over all steps, against the reference.
-
-    ``computed``: the quantities the preset computes (``computed_quantities``), checked
-    strictly (see ``difference``); the others are marked not computed. ``None``: every quantity,
-    with entries NaN in both left out.
-    """
-    out = {}
-    for q in QUANTITIES:
-        diff = difference(
-            _stacked(results, q), _stacked(reference, q), q, tol, strict=computed is not None
-        )
-        if computed is not None and q not in computed:
-            diff = Difference(diff.abs, diff.rel, diff.error, diff.tolerance, computed=False)
-        out[q] = diff
-    return out
-
-
-def reference_results(batches: Sequence[Batch], config: WEINCEConfig) -> list[StepResult]:
-    """The core on NumPy float64: the results every backend is compared with."""
-    state = wc.init_state(config, like=batches[0][0])
-    results = []
-    for z_i, z_j in batches:
-        loss, (g_i, g_j), state, stats = wc.nt_xent_value_and_grad(z_i, z_j, state, config)
-        results.append(
-            StepResult(
-                loss=np.asarray(loss, np.float64),
-                grad_i=g_i,
-                grad_j=g_j,
-                state=np.asarray(state, np.float64),
-                stats={k: np.asarray(v, np.float64) for k, v in stats.items()},
-                loss_dtype="float64",
-                grad_dtype="float64",
-            )
-        )
-    return results
 
 
 # -- rows -----------------------------------------------------------------------------------
@@ -495,36 +355,6 @@ class Job:
     preset: str
     dtype: str
     backend: Backend
-
-
-class ReferenceCache:
-    """NumPy float64 results per preset and inputs, and the inputs' smallest shortfall, each
-    computed once (the inputs rounded to float32 and to bfloat16 differ, so each has its own)."""
-
-    def __init__(self) -> None:
-        self._results: dict[tuple[str, str], list[StepResult]] = {}
-        self._deltas: dict[str, float] = {}
-
-    def get(self, batches: Sequence[Batch], preset: str) -> list[StepResult]:
-        key = (preset, _digest(batches))
-        if key not in self._results:
-            self._results[key] = reference_results(batches, WEINCEConfig.preset(preset))
-        return self._results[key]
-
-    def delta(self, batches: Sequence[Batch]) -> float:
-        key = _digest(batches)
-        if key not in self._deltas:
-            self._deltas[key] = smallest_shortfall(batches)
-        return self._deltas[key]
-
-
-def _digest(batches: Sequence[Batch]) -> str:
-    digest = hashlib.sha1()
-    for z_i, z_j in batches:
-        digest.update(repr((z_i.shape, z_i.dtype.str)).encode())
-        digest.update(np.ascontiguousarray(z_i).tobytes())
-        digest.update(np.ascontiguousarray(z_j).tobytes())
-    return digest.hexdigest()
 
 
 def run_job(job: Job, references: ReferenceCache, path: str) -> Row:

@@ -3,7 +3,7 @@
 Three steps of each preset (half precision: ``paper``, which holds every term) on seeded
 two-view inputs (N = 40, d = 16), the state carried, run through each framework's adapter
 (``weince_torch``, ``weince_jax``, ``weince_cupy``) or the core where there is none.
-Tolerances: ``weince.backends`` (a table per dtype, with the reasons). The reference vectors
+Tolerances: ``weince_core.testing`` (a table per dtype, with the reasons). The reference vectors
 of the published implementation are reproduced through the same path.
 """
 

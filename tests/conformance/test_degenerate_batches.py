@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from degenerate_cases import CASES, D, N, batches
 
-from weince.crosscheck import reference_results
 from weince_core import WEINCEConfig
+from weince_core.testing import reference_results
 
 PRESETS = ("paper", "blend")
 FLOAT64 = 1e-9  # the bound: float64 backends agree to 1e-9 relative
