@@ -107,6 +107,7 @@ def test_float32_backends_stay_near_float64_on_degenerate_batches(
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", PRESETS)
 def test_compiled_torch_criterion_agrees_on_degenerate_batches(preset, references):
     torch = pytest.importorskip("torch")
