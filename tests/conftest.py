@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from weince.cli.backends import Backend, all_backends
+from weince.testing import Backend, all_backends
 from weince_core.testing import Golden, golden_directory, golden_names, load_golden
 
 try:  # float64 everywhere in JAX; tests of JAX's float32 default run in a subprocess.

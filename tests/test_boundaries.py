@@ -5,8 +5,9 @@
 - An adapter imports no other adapter and nothing of ``weince``.
 - No test outside ``tests/cli`` imports the command-line tools (``weince.cli``, and the tool
   modules of ``weince``): the tests find backends, tolerances and reference vectors in
-  ``weince_core.testing``. ``weince`` itself and its lazy ``weince.torch`` / ``weince.jax`` /
-  ``weince.cupy`` are the loss API, not tools.
+  ``weince_core.testing``, and the runs through the adapters in ``weince.testing``. ``weince``
+  itself, its lazy ``weince.torch`` / ``weince.jax`` / ``weince.cupy`` and ``weince.testing``
+  are the library, not tools.
 
 An import is ``import x``, ``from x import y`` (``x.y`` counts too: it may be a module), a
 relative import (resolved against the file's package), or ``importlib.import_module("x")`` /
@@ -23,8 +24,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ADAPTERS = ("weince_torch", "weince_jax", "weince_cupy")
-# The names under ``weince`` that are the loss API, not tools.
-LOSS_API = ("torch", "jax", "cupy")
+# The names under ``weince`` that are the library (the loss API, the adapter runs), not tools.
+LIBRARY = ("torch", "jax", "cupy", "testing")
 
 
 def imported_modules(source: str, package: str = "") -> Iterator[tuple[int, str]]:
@@ -72,10 +73,11 @@ def is_adapter(module: str) -> bool:
 def is_tools(module: str) -> bool:
     """Whether ``module`` is a command-line tool: ``weince.cli`` or a tool module of ``weince``.
 
-    ``weince`` itself and ``weince.torch`` / ``weince.jax`` / ``weince.cupy`` are the loss API.
+    ``weince`` itself, ``weince.torch`` / ``weince.jax`` / ``weince.cupy`` (the loss API) and
+    ``weince.testing`` (the runs through the adapters) are the library.
     """
     top, _, rest = module.partition(".")
-    return top == "weince" and bool(rest) and rest.partition(".")[0] not in LOSS_API
+    return top == "weince" and bool(rest) and rest.partition(".")[0] not in LIBRARY
 
 
 def is_weince(module: str) -> bool:
@@ -156,6 +158,7 @@ def test_the_checker_finds_a_tools_import(source):
         "import weince",
         "from weince import torch",
         "import weince.jax",
+        "from weince.testing import all_backends",
         "from weince_core.testing import all_backends",
         "import numpy as np\nx = np.load('weince_torch')",
         "name = 'weince.cli'",  # a string is not an import
@@ -206,16 +209,10 @@ def test_an_adapter_imports_no_other_adapter_and_no_tool(adapter):
 
 
 # Test files that still import the tools, and the tool modules each may import, until the
-# crosscheck's comparison and the forms' runs move out of the tools (each entry is checked:
+# pairing forms' runs move out of the tools (each entry is checked:
 # one that no longer holds fails the test, so that it is taken off).
 PENDING: dict[str, set[str]] = {
-    # Runs through the adapters (weince.cli.backends.Backend.run_steps), the crosscheck's
-    # comparison and the forms' runs.
-    "tests/conftest.py": {"weince.cli.backends"},
-    "tests/core/test_config.py": {"weince.cli.backends"},
-    "tests/conformance/conformance_cases.py": {"weince.cli.backends", "weince.cli.crosscheck"},
-    "tests/conformance/test_conformance_edges.py": {"weince.cli.crosscheck"},
-    "tests/conformance/test_degenerate_batches.py": {"weince.cli.crosscheck"},
+    # The pairing forms' runs (cases, runs through the adapters, comparison).
     "tests/conformance/test_forms_conformance.py": {"weince.cli"},
     "tests/cupy_adapter/test_cupy_forms.py": {"weince.cli"},
     "tests/jax_adapter/test_jax_forms.py": {"weince.cli"},

@@ -18,10 +18,17 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from weince.cli.backends import Backend, all_backends
-from weince.cli.crosscheck import Difference, ReferenceCache, compare, generated_batches
+from weince.testing import Backend, all_backends
 from weince_core import WEINCEConfig
-from weince_core.testing import StepResult, Tolerance, tolerance
+from weince_core.testing import (
+    Difference,
+    ReferenceCache,
+    StepResult,
+    Tolerance,
+    compare,
+    generated_batches,
+    tolerance,
+)
 
 BACKENDS = all_backends()
 PRESETS = ("paper", "blend", "infonce")

@@ -26,9 +26,8 @@ from conformance_cases import (
     outcome,
 )
 
-from weince.cli.crosscheck import QUANTITIES
 from weince_core import WEINCEConfig
-from weince_core.testing import TOLERANCES
+from weince_core.testing import QUANTITIES, TOLERANCES
 
 TWO_PAIRS = Case("random", n=2, d=8)
 # The shape of the matrix's inputs (N = 40, d = 16): JAX compiles nothing new for these.

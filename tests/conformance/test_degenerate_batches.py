@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from degenerate_cases import CASES, D, N, batches
 
-from weince.cli.crosscheck import reference_results
 from weince_core import WEINCEConfig
+from weince_core.testing import reference_results
 
 PRESETS = ("paper", "blend")
 FLOAT64 = 1e-9  # the bound: float64 backends agree to 1e-9 relative
@@ -107,6 +107,7 @@ def test_float32_backends_stay_near_float64_on_degenerate_batches(
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", PRESETS)
 def test_compiled_torch_criterion_agrees_on_degenerate_batches(preset, references):
     torch = pytest.importorskip("torch")

@@ -212,7 +212,7 @@ def _close(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float) -
 
 @pytest.mark.parametrize("edge", EDGES)
 def test_settings_at_the_ends_of_the_ranges_are_finite_and_agree_across_backends(edge):
-    from weince.cli.backends import all_backends
+    from weince.testing import all_backends
     from weince_core.testing import enable_jax_float64
 
     if any(b.module == "jax" and not b.skip_reason for b in all_backends(["jax-cpu"])):

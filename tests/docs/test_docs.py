@@ -151,6 +151,7 @@ def test_site_builds_strictly(tmp_path):
         assert f'id="weince_core.{name}"' in reference, name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", PAGES, ids=[page_id(p) for p in PAGES])
 def test_snippets_run(page, tmp_path):
     blocks = python_blocks(page)

@@ -159,6 +159,7 @@ def sharded():
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["shard_map", "jit_explicit"])
 def test_sharded_two_tower_equals_one_device(sharded, how):
     case = sharded[how]

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 jax = pytest.importorskip("jax")
+pytestmark = pytest.mark.slow  # starts processes
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import weince_jax  # noqa: E402

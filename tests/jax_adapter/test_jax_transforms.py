@@ -58,6 +58,7 @@ def test_training_steps_of_equal_shapes_compile_once():
     assert cache_size(jitted) in (2, None)
 
 
+@pytest.mark.slow
 def test_eager_calls_compile_once_per_shape(monkeypatch):
     traces = []
     forward = wc.two_view_forward

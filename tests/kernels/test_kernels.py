@@ -27,6 +27,7 @@ def triton_installed() -> None:
     pytest.importorskip("triton", reason="Triton is not installed (the `kernels` extra)")
 
 
+@pytest.mark.slow
 def test_kernels_in_the_interpreter_equal_their_references(triton_installed):
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():

@@ -21,6 +21,7 @@ def batch(seed, n=48, d=12):
     return z_i.requires_grad_(True), z_j.requires_grad_(True)
 
 
+@pytest.mark.slow
 def test_compiled_criterion_equals_eager_over_training_steps():
     torch._dynamo.reset()
     config = WEINCEConfig.paper(beta_min_tail=256)

@@ -20,6 +20,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 dist = pytest.importorskip("torch.distributed")
+pytestmark = pytest.mark.slow  # starts processes
 
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 

@@ -175,6 +175,7 @@ def test_clip_loss_output_dict_and_default_scale():
     torch.testing.assert_close(out["contrastive_loss"], scaled, **CLOSE)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", range(3), ids=["clip", "queue", "supcon"])
 def test_compiled_criterion_equals_eager(which):
     torch._dynamo.reset()

@@ -19,6 +19,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 dist = pytest.importorskip("torch.distributed")
+pytestmark = pytest.mark.slow  # starts processes
 
 from weince_torch import WEINCEClipLoss, WEINCEConfig  # noqa: E402
 

@@ -14,6 +14,8 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
+from weince_core.testing import BACKEND_IDS
+
 
 def positive_int(minimum: int) -> Callable[[str], int]:
     """An integer of at least ``minimum``.
@@ -166,6 +168,18 @@ def choice_list(
     return parse
 
 
+def matching_ids(name: str) -> list[str]:
+    """The backend kinds that ``name`` selects: itself, or those it is the prefix of.
+
+    Args:
+        name: a backend id (``torch-cpu``) or a prefix of ids (``torch``).
+
+    Returns:
+        The ids of the registry's ``BACKEND_IDS`` it selects (none for an unknown name).
+    """
+    return [i for i in BACKEND_IDS if i == name or i.startswith(f"{name}-")]
+
+
 def backend_names(text: str) -> list[str]:
     """A comma list of backend ids of the registry, or prefixes of them (``torch``).
 
@@ -175,8 +189,6 @@ def backend_names(text: str) -> list[str]:
     Returns:
         The names as given.
     """
-    from weince.cli.backends import BACKEND_IDS, matching_ids
-
     names = [item.strip() for item in text.split(",") if item.strip()]
     unknown = [name for name in names if not matching_ids(name)]
     if unknown or not names:

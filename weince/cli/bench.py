@@ -55,9 +55,8 @@ from typing import Any
 import numpy as np
 
 from weince.cli.args import even_size, json_rows, output_file, positive_int
-from weince.cli.backends import Backend, all_backends
 from weince.cli.output import table, track, write_json
-from weince_core.testing import ADAPTERS, full_precision_matmuls
+from weince_core.testing import ADAPTERS, Backend, all_backends, full_precision_matmuls
 
 BACKENDS = tuple(ADAPTERS)  # the frameworks with an adapter: torch, jax, cupy
 DEVICES = ("cpu", "cuda")
@@ -274,7 +273,7 @@ def torch_target(backend: Backend) -> Target:
     """PyTorch on the registry's ``backend`` (``torch-cpu`` or ``torch-cuda``).
 
     Args:
-        backend: the device, from ``weince.cli.backends.all_backends``.
+        backend: the device, from ``weince_core.testing.all_backends``.
 
     Returns:
         The target: PyTorch's floor and ``WEINCELoss`` per preset, with autograd.
@@ -377,7 +376,7 @@ def jax_target(backend: Backend) -> Target:
     """JAX on the registry's ``backend`` (``jax-cpu`` or ``jax-gpu``).
 
     Args:
-        backend: the device, from ``weince.cli.backends.all_backends``.
+        backend: the device, from ``weince_core.testing.all_backends``.
 
     Returns:
         The target: JAX's floor and ``weince_jax.weince_loss`` per preset, each step
@@ -471,7 +470,7 @@ def cupy_target(backend: Backend) -> Target:
     """CuPy on the registry's ``backend`` (``cupy``, a CUDA device).
 
     Args:
-        backend: the device, from ``weince.cli.backends.all_backends``.
+        backend: the device, from ``weince_core.testing.all_backends``.
 
     Returns:
         The target: the hand-written floor and ``weince_cupy.value_and_grad`` per preset.

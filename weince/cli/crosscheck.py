@@ -17,11 +17,11 @@ Exit status: 0 when every row passes, 1 when any fails, 2 for a usage error.
 from __future__ import annotations
 
 import argparse
-import hashlib
+import contextlib
 import math
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,24 +29,31 @@ from typing import Any, TypeVar
 import numpy as np
 
 from weince.cli import forms_check
-from weince.cli.args import backend_names, choice_list, int_list, output_file, positive_int
-from weince.cli.backends import PATHS, Backend, all_backends, jax_float64, matching_ids
+from weince.cli.args import (
+    backend_names,
+    choice_list,
+    int_list,
+    matching_ids,
+    output_file,
+    positive_int,
+)
 from weince.cli.output import json_ready, table, track, write_json
+from weince.testing import PATHS, Backend, all_backends
 from weince_core import WEINCEConfig
 from weince_core.testing import (
     BACKEND_IDS,
     DTYPES,
+    Difference,
+    ReferenceCache,
     StepResult,
     Tolerance,
-    smallest_shortfall,
+    compare,
+    computed_quantities,
+    generated_batches,
 )
 
 PRESETS = ("paper", "blend", "infonce")
-# The compared quantities, in the order of the table and the JSON.
-QUANTITIES = ("loss", "grad", "lambda", "d_aic", "rho", "rho0", "beta_t")
 TABLE_QUANTITIES = ("loss", "grad", "lambda", "beta_t")
-# The quantities that exist only where the gate is on (NaN by design with gate "off").
-TAIL_QUANTITIES = ("d_aic", "rho", "rho0")
 # The verdict: a fixed tolerance per dtype, the same whatever the inputs. float64: the agreement
 # docs/math.md section 8 promises (1e-9; measured below 4e-10 even with rows 1e-3 apart). The other
 # dtypes compute in float32, whose cap 1 - eps is not 1 - 1e-6 but 1 - 1.0133e-6: on batches
@@ -61,12 +68,33 @@ VERDICT: dict[str, Tolerance] = {
     "bfloat16": Tolerance(value=1e-3, lam=1e-3, grad=8e-3, d_aic=1e-3),
     "float16": Tolerance(value=1e-3, lam=1e-3, grad=2e-3, d_aic=1e-3, grad_abs=2.0**-24),
 }
-# The second view of the generated inputs: z_j = z_i + VIEW_NOISE * noise, so that positives
-# are closer than negatives, the gate opens for some anchors and beta_t moves.
-VIEW_NOISE = 0.5
 
 Batch = tuple[np.ndarray, np.ndarray]
 T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def jax_float64(enabled: bool = True) -> Iterator[None]:
+    """JAX makes float64 arrays (``jax_enable_x64``) while the block runs; the setting is put
+    back afterwards. JAX is imported only when ``enabled``.
+
+    Args:
+        enabled: ``False``: change nothing (and import nothing).
+
+    Yields:
+        Nothing: the block runs with the setting on.
+    """
+    if not enabled:
+        yield
+        return
+    import jax
+
+    previous = bool(jax.config.read("jax_enable_x64"))
+    jax.config.update("jax_enable_x64", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", previous)
 
 
 class UsageError(Exception):
@@ -211,26 +239,6 @@ class Case:
         )
 
 
-def generated_batches(n: int, d: int, steps: int, seed: int) -> tuple[Batch, ...]:
-    """``steps`` batches of two views: ``z_i`` standard normal, ``z_j = z_i + 0.5 * noise``.
-
-    Args:
-        n: pairs per batch.
-        d: the embedding dimension.
-        steps: the number of batches.
-        seed: the seed of the draw (with ``n`` and ``d``).
-
-    Returns:
-        The batches, float64.
-    """
-    rng = np.random.default_rng([seed, n, d])
-    batches = []
-    for _ in range(steps):
-        z_i = rng.standard_normal((n, d))
-        batches.append((z_i, z_i + VIEW_NOISE * rng.standard_normal((n, d))))
-    return tuple(batches)
-
-
 def load_batches(path: Path, steps: int) -> tuple[Batch, ...]:
     """The user's embeddings (see ``--input``) as float64 batches; ``UsageError`` if malformed.
 
@@ -283,150 +291,6 @@ def load_batches(path: Path, steps: int) -> tuple[Batch, ...]:
 
 
 # -- comparison -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Difference:
-    """``abs``: max |x - x_ref|; ``rel``: that over max |x_ref|; ``error``: what is checked.
-
-    ``reference_nonfinite``: how many reference entries are NaN or infinite (counted when the
-    quantity is checked strictly, as the command does): such a reference cannot vouch for
-    anything, so the quantity does not pass. ``computed``: False for a statistic the preset does
-    not compute (NaN by design), which is left out of the verdict.
-    """
-
-    abs: float
-    rel: float
-    error: float
-    tolerance: float
-    reference_nonfinite: int = 0
-    computed: bool = True
-
-    @property
-    def passed(self) -> bool:
-        if not self.computed:
-            return True
-        return self.reference_nonfinite == 0 and self.error <= self.tolerance
-
-
-def _stacked(results: Sequence[StepResult], quantity: str) -> np.ndarray:
-    if quantity == "loss":
-        return np.stack([r.loss for r in results])
-    if quantity == "grad":
-        return np.stack([np.concatenate([r.grad_i, r.grad_j]) for r in results])
-    if quantity == "beta_t":  # the value used in each step, then the value carried out of it
-        return np.stack([np.stack([r.stats["beta_t"], r.state]) for r in results])
-    return np.stack([r.stats[quantity] for r in results])
-
-
-def difference(
-    actual: np.ndarray,
-    expected: np.ndarray,
-    quantity: str,
-    tol: Tolerance,
-    *,
-    strict: bool = False,
-) -> Difference:
-    """How far ``actual`` is from ``expected``; ``inf`` if shapes differ or ``actual`` is not
-    finite where ``expected`` is.
-
-    ``strict`` (the command's verdict): non-finite reference entries are counted and make the
-    quantity fail; the errors are measured over the others. Otherwise entries NaN in both are
-    left out (statistics a preset does not compute) and any other non-finite gap is ``inf``.
-
-    Args:
-        actual: the backend's values.
-        expected: the reference's.
-        quantity: a name of ``QUANTITIES``: says how the error is measured.
-        tol: the tolerance of the dtype.
-        strict: count non-finite reference entries (the command's verdict).
-
-    Returns:
-        The gaps, the error checked and its bound.
-    """
-    if actual.shape != expected.shape:
-        return Difference(math.inf, math.inf, math.inf, tol.of(quantity))
-    if strict:
-        finite = np.isfinite(expected)
-        skipped = ~finite
-    else:
-        finite = np.ones(expected.shape, bool)
-        skipped = np.isnan(actual) & np.isnan(expected)
-    with np.errstate(invalid="ignore", over="ignore"):
-        gap = np.abs(actual - expected)
-    gap = np.where(skipped, 0.0, np.where(np.isfinite(gap), gap, np.inf))
-    largest_gap = float(np.max(gap)) if gap.size else 0.0
-    reference = np.where(skipped, 0.0, expected)
-    scale = float(np.max(np.abs(reference))) if gap.size else 0.0
-    rel = largest_gap / scale if scale > 0 else (0.0 if largest_gap == 0 else math.inf)
-    if quantity == "lambda":  # a weight in [0, 1]: absolute
-        error = largest_gap
-    elif quantity == "d_aic":  # a difference of AICs, often near 0: relative to max(scale, 1)
-        error = largest_gap / max(scale, 1.0)
-    else:
-        error = rel
-    nonfinite = int(np.sum(~finite)) if strict else 0
-    return Difference(largest_gap, rel, error, tol.of(quantity, scale), nonfinite)
-
-
-def computed_quantities(config: WEINCEConfig) -> tuple[str, ...]:
-    """The quantities of ``QUANTITIES`` that ``config`` computes (the tail statistics only with
-    the gate on).
-
-    Args:
-        config: the loss's configuration.
-
-    Returns:
-        Those quantities, in the order of ``QUANTITIES``.
-    """
-    if config.uses_tail_statistics:
-        return QUANTITIES
-    return tuple(q for q in QUANTITIES if q not in TAIL_QUANTITIES)
-
-
-def compare(
-    results: Sequence[StepResult],
-    reference: Sequence[StepResult],
-    tol: Tolerance,
-    computed: Sequence[str] | None = None,
-) -> dict[str, Difference]:
-    """Every quantity of ``QUANTITIES``, over all steps, against the reference.
-
-    ``computed``: the quantities the preset computes (``computed_quantities``), checked
-    strictly (see ``difference``); the others are marked not computed. ``None``: every quantity,
-    with entries NaN in both left out.
-
-    Args:
-        results: the backend's steps.
-        reference: the reference's steps.
-        tol: the tolerance of the dtype.
-        computed: the quantities the preset computes, or ``None``.
-
-    Returns:
-        A ``Difference`` per quantity.
-    """
-    out = {}
-    for q in QUANTITIES:
-        diff = difference(
-            _stacked(results, q), _stacked(reference, q), q, tol, strict=computed is not None
-        )
-        if computed is not None and q not in computed:
-            diff = Difference(diff.abs, diff.rel, diff.error, diff.tolerance, computed=False)
-        out[q] = diff
-    return out
-
-
-def reference_results(batches: Sequence[Batch], config: WEINCEConfig) -> list[StepResult]:
-    """The core on NumPy float64: the results every backend is compared with.
-
-    Args:
-        batches: the inputs of each step.
-        config: the loss's configuration.
-
-    Returns:
-        One ``StepResult`` per step, the state carried.
-    """
-    return Backend("numpy", "numpy", "cpu").run_core(batches, config, "float64")
 
 
 # -- rows -----------------------------------------------------------------------------------
@@ -504,53 +368,6 @@ class Job:
     preset: str
     dtype: str
     backend: Backend
-
-
-class ReferenceCache:
-    """NumPy float64 results per preset and inputs, and the inputs' smallest shortfall, each
-    computed once (the inputs rounded to float32 and to bfloat16 differ, so each has its own)."""
-
-    def __init__(self) -> None:
-        self._results: dict[tuple[str, str], list[StepResult]] = {}
-        self._deltas: dict[str, float] = {}
-
-    def get(self, batches: Sequence[Batch], preset: str) -> list[StepResult]:
-        """The reference results of ``batches`` under ``preset``, computed once.
-
-        Args:
-            batches: the inputs (as the backend holds them).
-            preset: the preset's name.
-
-        Returns:
-            One ``StepResult`` per step.
-        """
-        key = (preset, _digest(batches))
-        if key not in self._results:
-            self._results[key] = reference_results(batches, WEINCEConfig.preset(preset))
-        return self._results[key]
-
-    def delta(self, batches: Sequence[Batch]) -> float:
-        """The smallest shortfall ``1 - s`` of ``batches``, computed once.
-
-        Args:
-            batches: the inputs.
-
-        Returns:
-            The shortfall (at least ``eps``).
-        """
-        key = _digest(batches)
-        if key not in self._deltas:
-            self._deltas[key] = smallest_shortfall(batches)
-        return self._deltas[key]
-
-
-def _digest(batches: Sequence[Batch]) -> str:
-    digest = hashlib.sha1()
-    for z_i, z_j in batches:
-        digest.update(repr((z_i.shape, z_i.dtype.str)).encode())
-        digest.update(np.ascontiguousarray(z_i).tobytes())
-        digest.update(np.ascontiguousarray(z_j).tobytes())
-    return digest.hexdigest()
 
 
 def run_job(job: Job, references: ReferenceCache, path: str) -> Row:

@@ -28,10 +28,17 @@ import numpy as np
 import weince_core as wc
 from weince.cli import crosscheck as cc
 from weince.cli.args import choice_list
-from weince.cli.backends import Backend, _import_adapter, jax_float64
 from weince.cli.output import track, write_json
+from weince.testing import Backend, import_adapter
 from weince_core import WEINCEConfig
-from weince_core.testing import dtype_name, full_precision_matmuls, smallest_shortfall
+from weince_core.testing import (
+    Difference,
+    computed_quantities,
+    difference,
+    dtype_name,
+    full_precision_matmuls,
+    smallest_shortfall,
+)
 
 FORMS = ("two_view", "two_tower", "explicit_negatives", "multi_positive")
 # Each form's array arguments (before state), those with a gradient, and keyword arrays.
@@ -203,7 +210,7 @@ def run_form(
     Returns:
         The path taken and one ``FormResult`` per step.
     """
-    adapter = _import_adapter(backend.adapter) if path == "adapter" and backend.adapter else None
+    adapter = import_adapter(backend.adapter) if path == "adapter" and backend.adapter else None
     options = dict(case.options)
     with full_precision_matmuls(backend.module):
         if adapter is None:
@@ -386,7 +393,7 @@ def compare(
     expected: Sequence[FormResult],
     tol: Any,
     config: WEINCEConfig,
-) -> dict[str, cc.Difference]:
+) -> dict[str, Difference]:
     """Every quantity, and each gradient on its own (``grad_x``, ...), against ``expected``;
     ``grad`` is the worst gradient (the table's column). Checked as the two-view crosscheck
     checks them: a reference that is not finite fails, and the statistics ``config`` does not
@@ -400,20 +407,20 @@ def compare(
         config: the loss's configuration.
 
     Returns:
-        A ``crosscheck.Difference`` per quantity and per gradient.
+        A ``Difference`` per quantity and per gradient.
     """
-    computed = cc.computed_quantities(config)
+    computed = computed_quantities(config)
     out = {}
     for q in QUANTITIES:
-        diff = cc.difference(_stacked(results, q), _stacked(expected, q), q, tol, strict=True)
+        diff = difference(_stacked(results, q), _stacked(expected, q), q, tol, strict=True)
         if q not in computed:
-            diff = cc.Difference(diff.abs, diff.rel, diff.error, diff.tolerance, computed=False)
+            diff = Difference(diff.abs, diff.rel, diff.error, diff.tolerance, computed=False)
         out[q] = diff
     grads = {}
     for name in differentiable(form):
         key = f"grad_{name}"
         actual, reference_grad = _stacked(results, key), _stacked(expected, key)
-        grads[key] = cc.difference(actual, reference_grad, "grad", tol, strict=True)
+        grads[key] = difference(actual, reference_grad, "grad", tol, strict=True)
     out["grad"] = max(grads.values(), key=lambda diff: diff.error / diff.tolerance)
     return {**out, **grads}
 
@@ -605,7 +612,7 @@ def run(args: argparse.Namespace) -> int:
         if code == 2:
             return 2
     progress = track(jobs, "crosscheck", enabled=not args.no_progress, label=_describe)
-    with jax_float64(any(b.module == "jax" for b in backends)):
+    with cc.jax_float64(any(b.module == "jax" for b in backends)):
         rows = [
             run_case(backend, case, preset, dtype, args.path)
             for case, preset, dtype, backend in progress

@@ -16,7 +16,8 @@ import pytest
 
 import weince.cli
 from weince.cli import crosscheck
-from weince.cli.backends import Backend, all_backends
+from weince.testing import Backend, all_backends
+from weince_core import testing
 
 ROOT = Path(__file__).resolve().parents[2]
 # Small and quick: the CPU backends that need no compilation, two dtypes.
@@ -79,7 +80,7 @@ def test_json_holds_every_row_with_differences_tolerances_and_the_verdict(tmp_pa
     assert len(report["rows"]) == 3 * len(rows)
     for row in report["rows"]:
         if row["preset"] != "infonce":
-            assert set(row["differences"]) == set(crosscheck.QUANTITIES)
+            assert set(row["differences"]) == set(testing.QUANTITIES)
         assert row["passed"] and row["failed"] == []
         for diff in row["differences"].values():
             assert 0 <= diff["error"] <= diff["tolerance"] and diff["reference_nonfinite"] == 0
@@ -192,7 +193,7 @@ def test_user_embeddings_give_the_reference_loss(tmp_path, capsys):
     argv = ["--input", str(tmp_path / "pair.npz"), "--steps", "1", "--backends", "strict"]
     code, out, _ = run_command([*argv, "--dtype", "float64", "--no-progress"], capsys)
     assert code == 0
-    reference = crosscheck.reference_results([(z_i, z_j)], crosscheck.WEINCEConfig.paper())
+    reference = testing.reference_results([(z_i, z_j)], crosscheck.WEINCEConfig.paper())
     assert f"{float(reference[0].loss):.8f}" in out
 
 
@@ -296,7 +297,7 @@ def test_a_numpy_only_run_imports_no_framework():
 @pytest.mark.parametrize("setting", ["default", "high", "allow_tf32"])
 def test_full_precision_matmuls_puts_every_torch_setting_back(setting):
     torch = pytest.importorskip("torch")
-    from weince.cli.backends import full_precision_matmuls
+    from weince_core.testing import full_precision_matmuls
 
     matmul = torch.backends.cuda.matmul
 
@@ -407,7 +408,8 @@ def test_jax_settings_are_put_back_after_a_run(capsys):
     """JAX's float64 switch and matmul precision hold during a run only (the test suite turns
     float64 on for itself: it is turned off here to see it come back)."""
     jax = pytest.importorskip("jax")
-    from weince.cli.backends import full_precision_matmuls, jax_float64
+    from weince.cli.crosscheck import jax_float64
+    from weince_core.testing import full_precision_matmuls
 
     before = jax.config.read("jax_enable_x64"), jax.config.jax_default_matmul_precision
     try:

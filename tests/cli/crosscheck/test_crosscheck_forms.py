@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from weince.cli import crosscheck, forms_check
-from weince.cli.backends import all_backends
+from weince.testing import all_backends
 
 # Small and quick: the CPU backends that need no compilation.
 FAST = ["--sizes", "6", "--dim", "5", "--steps", "2", "--no-progress"]

@@ -1,61 +1,30 @@
-"""Every array backend and device of this machine, and how to run the WEINCE loss on each.
+"""The backend matrix of ``weince_core.testing``, run through the frameworks' adapters.
 
-The registry, the tolerances and the conversions are ``weince_core.testing`` (shared with the
-test suite); this module adds the runs through the frameworks' adapters, which the core may not
-import. ``Backend.run_steps`` uses the framework's adapter where there is one (``weince_torch``:
-autograd through ``weince_loss``; ``weince_jax``: ``jax.value_and_grad`` of ``weince_loss``
-under ``jax.jit``; ``weince_cupy``: ``value_and_grad``) and the core
-(``weince_core.nt_xent_value_and_grad``) on the framework's arrays otherwise; the path taken is
-returned with the results. Matrix products run in full float32 precision
-(``weince_core.testing.full_precision_matmuls``).
+``weince_core.testing`` holds the registry, the tolerances, the reference vectors and the
+assertions, and may not import an adapter; this module, above the adapters, adds the runs
+through them, for the test suite and ``weince crosscheck``. ``Backend.run_steps`` uses the
+framework's adapter where there is one (``weince_torch``: autograd through ``weince_loss``;
+``weince_jax``: ``jax.value_and_grad`` of ``weince_loss`` under ``jax.jit``; ``weince_cupy``:
+``value_and_grad``) and the core (``weince_core.nt_xent_value_and_grad``) on the framework's
+arrays otherwise; the path taken is returned with the results. Matrix products run in full
+float32 precision (``weince_core.testing.full_precision_matmuls``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import importlib
 import importlib.util
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from weince_core import WEINCEConfig, testing
-from weince_core.testing import (
-    ADAPTERS,
-    BACKEND_IDS,
-    CONDITION,
-    DTYPES,
-    TOLERANCES,
-    Batches,
-    StepResult,
-    Tolerance,
-    enable_jax_float64,
-    full_precision_matmuls,
-    smallest_shortfall,
-    tolerance,
-)
+from weince_core.testing import Batches, StepResult, full_precision_matmuls
 
-__all__ = [
-    "ADAPTERS",
-    "BACKEND_IDS",
-    "CONDITION",
-    "DTYPES",
-    "PATHS",
-    "TOLERANCES",
-    "Backend",
-    "StepResult",
-    "Tolerance",
-    "all_backends",
-    "enable_jax_float64",
-    "full_precision_matmuls",
-    "jax_float64",
-    "matching_ids",
-    "smallest_shortfall",
-    "tolerance",
-]
+__all__ = ["PATHS", "Backend", "all_backends", "import_adapter"]
 
 PATHS = ("adapter", "core")
 
@@ -69,23 +38,24 @@ class Backend(testing.Backend):
     ) -> tuple[str, list[StepResult]]:
         """Loss, gradients, statistics and state of each batch in turn, the state carried.
 
-        ``path="adapter"`` uses the framework's adapter when it is importable and the core
-        otherwise; ``path="core"`` always uses the core. Returns the path taken and the results.
-
         Args:
-            batches: the inputs of each step, ``(z_i, z_j)`` as NumPy arrays.
+            batches: pairs of views ``(z_i, z_j)`` as NumPy arrays.
             config: the loss's configuration.
-            dtype: the dtype the inputs are cast to (one of ``self.dtypes``).
-            path: ``"adapter"``: the adapter where importable, else the core; ``"core"``: the core.
+            dtype: the dtype of the inputs on this backend.
+            path: ``"adapter"`` uses the framework's adapter when it is importable and the
+                core otherwise; ``"core"`` always uses the core.
 
         Returns:
-            The path taken and one ``StepResult`` per step.
+            The path taken and one result per batch.
+
+        Raises:
+            ValueError: an unknown ``path``, or a dtype this backend does not have.
         """
         if path not in PATHS:
             raise ValueError(f"path must be one of {PATHS}; got {path!r}")
         if not self.supports(dtype):
             raise ValueError(f"{self.id} has no {dtype}; it has {', '.join(self.dtypes)}")
-        adapter = _import_adapter(self.adapter) if path == "adapter" and self.adapter else None
+        adapter = import_adapter(self.adapter) if path == "adapter" and self.adapter else None
         with full_precision_matmuls(self.module):
             if adapter is not None:
                 runner = getattr(self, f"_run_{self.module}_adapter")
@@ -131,8 +101,15 @@ class Backend(testing.Backend):
         return results
 
 
-def _import_adapter(name: str) -> Any | None:
-    """The adapter module, or ``None`` when it is not installed or fails to import."""
+def import_adapter(name: str) -> Any | None:
+    """An adapter package, if it can be imported.
+
+    Args:
+        name: the package, e.g. ``Backend.adapter``.
+
+    Returns:
+        The module, or ``None`` when it is not installed or fails to import.
+    """
     if importlib.util.find_spec(name) is None:
         return None
     try:
@@ -155,48 +132,13 @@ def all_backends(ids: Sequence[str] | None = None) -> list[Backend]:
     """``weince_core.testing.all_backends``, each backend able to run through its adapter.
 
     Args:
-        ids: the backend kinds wanted; ``None``: all.
+        ids: kinds of ``BACKEND_IDS`` to probe; ``None`` probes every kind.
 
     Returns:
-        One backend per device of each kind, each runnable or with the reason it is skipped.
+        The backends, in the order of ``BACKEND_IDS``; those that cannot run here carry
+        ``skip_reason``.
     """
     return [
         Backend(**{f.name: getattr(b, f.name) for f in dataclasses.fields(b)})
         for b in testing.all_backends(ids)
     ]
-
-
-def matching_ids(name: str) -> list[str]:
-    """The backend kinds that ``name`` selects: itself, or those it is the prefix of.
-
-    Args:
-        name: a backend id (``torch-cpu``) or a prefix of ids (``torch``).
-
-    Returns:
-        The ids of ``BACKEND_IDS`` it selects (none for an unknown name).
-    """
-    return [i for i in BACKEND_IDS if i == name or i.startswith(f"{name}-")]
-
-
-@contextlib.contextmanager
-def jax_float64(enabled: bool = True) -> Iterator[None]:
-    """JAX makes float64 arrays (``jax_enable_x64``) while the block runs; the setting is put
-    back afterwards. JAX is imported only when ``enabled``.
-
-    Args:
-        enabled: ``False``: change nothing (and import nothing).
-
-    Yields:
-        Nothing: the block runs with the setting on.
-    """
-    if not enabled:
-        yield
-        return
-    import jax
-
-    previous = bool(jax.config.read("jax_enable_x64"))
-    jax.config.update("jax_enable_x64", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", previous)
