@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-Array = Any
+from ._types import Array
 
 
 @dataclass(frozen=True)

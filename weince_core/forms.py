@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 from array_api_compat import array_namespace, device, is_numpy_array
 
+from ._types import Array, Namespace
 from .collectives import Collectives, total
 from .config import WEINCEConfig
 from .ops import (
@@ -46,9 +47,6 @@ from .validation import (
     compute_dtype,
     namespace_of,
 )
-
-Array = Any
-Namespace = Any
 
 NORM_FLOOR = 1e-8  # rows are divided by max(||row||, NORM_FLOOR)
 # Two-view: S is kept for the backward pass while it has at most this many times the entries

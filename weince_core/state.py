@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from array_api_compat import device
 
+from ._types import Array
 from .config import WEINCEConfig
 from .validation import check_config, compute_dtype, namespace_of
-
-Array = Any
 
 
 def init_state(config: WEINCEConfig | None = None, *, like: Array) -> Array:

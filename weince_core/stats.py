@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 from array_api_compat import array_namespace, device
 
+from ._types import Array, Namespace
 from .config import WEINCEConfig
 from .ops import sigmoid
-
-Array = Any
-Namespace = Any
 
 MIN_TAIL_FLOOR = 10  # a tail never has fewer points than this (if there are that many negatives)
 WRONG_SIGN_PENALTY = 1e6  # added to the SSE of a fit whose slope has the wrong sign

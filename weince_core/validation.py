@@ -6,10 +6,8 @@ from typing import Any
 
 from array_api_compat import array_namespace, device
 
+from ._types import Array, Namespace
 from .config import WEINCEConfig
-
-Array = Any
-Namespace = Any
 
 
 def namespace_of(**arrays: Array) -> Namespace:
