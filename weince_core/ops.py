@@ -105,7 +105,14 @@ def kernel_result(name: str, *args: Any) -> Any:
 
 
 def native_module(xp: Namespace) -> Any:
-    """The native module behind NumPy's or CuPy's namespace (``numpy`` or ``cupy``)."""
+    """The native module behind NumPy's or CuPy's namespace.
+
+    Args:
+        xp: a NumPy or CuPy namespace.
+
+    Returns:
+        ``numpy`` or ``cupy``.
+    """
     return sys.modules["cupy" if is_cupy_namespace(xp) else "numpy"]
 
 
@@ -132,12 +139,27 @@ def detached(x: Array, xp: Namespace) -> Array:
 
     The core's gradient is its analytic backward pass, never autograd through its operations:
     those select by integer keys and update arrays in place, which autograd cannot follow.
+
+    Args:
+        x: the array.
+        xp: its namespace.
+
+    Returns:
+        ``x``, detached where the framework has autograd.
     """
     return _fast_torch.detached(x) if is_torch_namespace(xp) else x
 
 
 def sigmoid(x: Array, xp: Namespace) -> Array:
-    """``1 / (1 + exp(-x))``, without overflow for large ``|x|``."""
+    """``1 / (1 + exp(-x))``, without overflow for large ``|x|``.
+
+    Args:
+        x: the array.
+        xp: its namespace.
+
+    Returns:
+        A new array of ``x``'s shape.
+    """
     if is_torch_namespace(xp):
         return _fast_torch.sigmoid(x)
     if is_jax_namespace(xp):
@@ -148,8 +170,14 @@ def sigmoid(x: Array, xp: Namespace) -> Array:
 def logsumexp(x: Array, xp: Namespace, *, overwrite: bool = False) -> Array:
     """``log(sum(exp(x)))`` over the last axis; entries of ``-inf`` are left out.
 
-    ``overwrite``: ``x`` is a temporary the call may clobber, so no array of its size is made
-    (where that pays: on a GPU, PyTorch's own kernel, with fewer launches, is the faster).
+    Args:
+        x: the array.
+        xp: its namespace.
+        overwrite: ``x`` is a temporary the call may clobber, so no array of its size is made
+            (where that pays: on a GPU, PyTorch's own kernel, with fewer launches, is the faster).
+
+    Returns:
+        ``x``'s shape less its last axis.
     """
     if is_jax_namespace(xp):
         return _fast_jax.logsumexp(x)
@@ -159,8 +187,15 @@ def logsumexp(x: Array, xp: Namespace, *, overwrite: bool = False) -> Array:
 
 
 def softmax_(x: Array, xp: Namespace) -> tuple[Array, Array]:
-    """``(softmax(x), logsumexp(x))`` over the last axis, the softmax in place of ``x`` where
-    the backend allows (``x`` a temporary); entries of ``-inf`` get probability 0."""
+    """The softmax over the last axis, in place of ``x`` where the backend allows.
+
+    Args:
+        x: a temporary; entries of ``-inf`` get probability 0.
+        xp: its namespace.
+
+    Returns:
+        ``(softmax(x), logsumexp(x))``.
+    """
     if is_torch_namespace(xp) and x.device.type != "cpu":
         return _fast_torch.softmax_(x)  # on a CPU the passes below make no new array
     x, total, lse = _exp_shifted(x, xp, in_place=True)
@@ -270,7 +305,15 @@ def largest(
 
 
 def sort_descending(x: Array, xp: Namespace) -> Array:
-    """The entries of the 1-D ``x`` in descending order."""
+    """The entries of the 1-D ``x`` in descending order.
+
+    Args:
+        x: a 1-D float array.
+        xp: its namespace.
+
+    Returns:
+        A new sorted array.
+    """
     if is_jax_namespace(xp):
         return _fast_jax.sort_descending(x)
     if is_torch_namespace(xp) and x.device.type == "cpu":
@@ -283,6 +326,14 @@ def symmetrized_product(matrix: Array, x: Array, xp: Namespace) -> Array:
 
     On a CPU two products are faster than one product and a transposed pass over ``matrix``
     (BLAS reads the transpose in place); on a GPU the pass is the cheaper of the two.
+
+    Args:
+        matrix: ``(R, R)``.
+        x: ``(R, d)``.
+        xp: their namespace.
+
+    Returns:
+        ``(R, d)``.
     """
     on_cpu = (is_torch_namespace(xp) and matrix.device.type == "cpu") or is_numpy_namespace(xp)
     if on_cpu:
@@ -296,31 +347,73 @@ def symmetrized_product(matrix: Array, x: Array, xp: Namespace) -> Array:
 
 
 def log_(x: Array, xp: Namespace) -> Array:
-    """``log(x)``, in place where the backend allows: ``x`` must be a temporary."""
+    """``log(x)``, in place where the backend allows.
+
+    Args:
+        x: a temporary.
+        xp: its namespace.
+
+    Returns:
+        The result (``x`` itself where updated in place).
+    """
     native = _in_place_module(xp)
     return xp.log(x) if native is None else native.log(x, out=x)
 
 
 def exp_(x: Array, xp: Namespace) -> Array:
-    """``exp(x)``, in place where the backend allows: ``x`` must be a temporary."""
+    """``exp(x)``, in place where the backend allows.
+
+    Args:
+        x: a temporary.
+        xp: its namespace.
+
+    Returns:
+        The result (``x`` itself where updated in place).
+    """
     native = _in_place_module(xp)
     return xp.exp(x) if native is None else native.exp(x, out=x)
 
 
 def reciprocal_(x: Array, xp: Namespace) -> Array:
-    """``1 / x``, in place where the backend allows: ``x`` must be a temporary."""
+    """``1 / x``, in place where the backend allows.
+
+    Args:
+        x: a temporary.
+        xp: its namespace.
+
+    Returns:
+        The result (``x`` itself where updated in place).
+    """
     native = _in_place_module(xp)
     return 1.0 / x if native is None else native.reciprocal(x, out=x)
 
 
 def one_minus_(x: Array, xp: Namespace) -> Array:
-    """``1 - x``, in place where the backend allows: ``x`` must be a temporary."""
+    """``1 - x``, in place where the backend allows.
+
+    Args:
+        x: a temporary.
+        xp: its namespace.
+
+    Returns:
+        The result (``x`` itself where updated in place).
+    """
     native = _in_place_module(xp)
     return 1.0 - x if native is None else native.subtract(1.0, x, out=x)
 
 
 def add_product_(out: Array, a: Array, b: Array, xp: Namespace) -> Array:
-    """``out + a * b``, in place where the backend allows: ``out`` must be a temporary."""
+    """``out + a * b``, in place of ``out`` where the backend allows.
+
+    Args:
+        out: a temporary.
+        a: broadcast against ``out``.
+        b: broadcast against ``out``.
+        xp: their namespace.
+
+    Returns:
+        The result (``out`` itself where updated in place).
+    """
     if is_torch_namespace(xp):
         return _fast_torch.add_product_(out, a, b)
     if _in_place_module(xp) is None:
@@ -330,8 +423,18 @@ def add_product_(out: Array, a: Array, b: Array, xp: Namespace) -> Array:
 
 
 def fill_at_most_(x: Array, threshold: float, value: float, xp: Namespace) -> Array:
-    """``x`` with ``value`` where ``x <= threshold``, in place where the backend allows (``x`` a
-    temporary)."""
+    """``x`` with ``value`` where ``x <= threshold``, in place where the backend allows (one pass on
+    PyTorch, no boolean array).
+
+    Args:
+        x: a temporary.
+        threshold: the largest value replaced.
+        value: what replaces it.
+        xp: its namespace.
+
+    Returns:
+        The result (``x`` itself where updated in place).
+    """
     if is_torch_namespace(xp):
         return _fast_torch.fill_at_most_(x, threshold, value)
     if _numpy_like(xp):
@@ -343,7 +446,16 @@ def fill_at_most_(x: Array, threshold: float, value: float, xp: Namespace) -> Ar
 
 
 def take_columns(matrix: Array, columns: Array, xp: Namespace) -> Array:
-    """``out[r, m] = matrix[r, columns[r, m]]`` for non-negative ``columns``."""
+    """``out[r, m] = matrix[r, columns[r, m]]``.
+
+    Args:
+        matrix: ``(R, C)``.
+        columns: ``(R, M)`` non-negative integer columns.
+        xp: their namespace.
+
+    Returns:
+        ``(R, M)``.
+    """
     if is_torch_namespace(xp):
         return _fast_torch.take_columns(matrix, columns)
     return _standard.take_columns(matrix, columns, xp)
@@ -354,6 +466,14 @@ def mask_columns(matrix: Array, columns: Array, xp: Namespace) -> Array:
 
     Like ``add_at_columns``, ``matrix`` must be a temporary: it is updated in place where the
     backend allows, which costs a pass over the ``R x E`` entries instead of the ``R x C``.
+
+    Args:
+        matrix: ``(R, C)``, a temporary.
+        columns: ``(R, E)`` integer columns.
+        xp: their namespace.
+
+    Returns:
+        The masked matrix (``matrix`` itself where updated in place).
     """
     if is_torch_namespace(xp):
         return _fast_torch.mask_columns(matrix, columns)
@@ -370,6 +490,15 @@ def add_at_columns(matrix: Array, columns: Array, values: Array, xp: Namespace) 
     The columns of one row must be distinct (they are: hard negatives, or one positive), so
     the native scatters need not accumulate duplicates. ``matrix`` must be a temporary: the
     NumPy, CuPy and PyTorch paths update it in place (a copy of an N x N matrix is a full pass).
+
+    Args:
+        matrix: ``(R, C)``, a temporary.
+        columns: ``(R, M)`` integer columns, distinct within a row.
+        values: ``(R, M)``.
+        xp: their namespace.
+
+    Returns:
+        The sum (``matrix`` itself where updated in place).
     """
     if is_torch_namespace(xp):
         return _fast_torch.add_at_columns(matrix, columns, values)
@@ -384,12 +513,19 @@ def add_at_columns(matrix: Array, columns: Array, values: Array, xp: Namespace) 
 
 
 def first_copies(u: Array, xp: Namespace) -> tuple[Array, Array]:
-    """For each row of the 2-D ``u``, the first row bitwise equal to it (itself if none), and
-    whether any row has an earlier copy (a 0-d boolean).
+    """Bitwise-equal rows (docs/math.md section 8).
 
     Rows are grouped by a hash of their bits (a stable sort puts each group's first row first),
     and a row's candidate is checked entry by entry, so a hash collision only leaves a row as
     its own. Backends whose arrays cannot be read as integers hash the floats.
+
+    Args:
+        u: a 2-D float array.
+        xp: its namespace.
+
+    Returns:
+        ``(twin, has_copies)``: for each row the first row bitwise equal to it (itself if none),
+        and whether any row has an earlier copy (a 0-d boolean).
     """
     integer = "int64" if xp.finfo(u.dtype).bits == 64 else "int32"
     bits = None
@@ -403,11 +539,20 @@ def first_copies(u: Array, xp: Namespace) -> tuple[Array, Array]:
 
 
 def canonical_columns(sim: Array, twin: Array, has_copies: Array, xp: Namespace) -> Array:
-    """``sim`` with each column replaced by its first copy's (``twin`` from ``first_copies``):
-    bitwise-equal candidates then have bitwise-equal similarities, which a matrix product does
-    not promise (a blocked product may round two equal dot products apart).
+    """``sim`` with each column replaced by its first copy's: bitwise-equal candidates then have
+    bitwise-equal similarities, which a matrix product does not promise (a blocked product may
+    round two equal dot products apart; docs/math.md section 8).
 
     The gather is skipped where there are no copies and a branch costs no synchronisation.
+
+    Args:
+        sim: ``(R, C)``.
+        twin: from ``first_copies`` of the candidates.
+        has_copies: from ``first_copies``.
+        xp: their namespace.
+
+    Returns:
+        ``(R, C)``.
     """
     if is_numpy_namespace(xp):
         return xp.take(sim, twin, axis=1) if bool(has_copies) else sim
@@ -424,8 +569,16 @@ def similarity(u: Array, v: Array, xp: Namespace) -> Array:
     The shortfall coordinate divides by ``1 - s``: the 10-bit mantissa of TF32 (JAX's default
     for float32 products on NVIDIA GPUs; PyTorch's with ``allow_tf32`` or a float32 matmul
     precision below ``"highest"``) puts an error of 1e-3 in ``s``, of order 1 in the logits near
-    the cap. JAX is asked for its highest precision; PyTorch splits the operands where its
-    settings allow reduced precision (``_fast_torch.similarity``).
+    the cap (docs/math.md section 7). JAX is asked for its highest precision; PyTorch splits the
+    operands where its settings allow reduced precision (``_fast_torch.similarity``).
+
+    Args:
+        u: ``(R, d)``.
+        v: ``(C, d)``.
+        xp: their namespace.
+
+    Returns:
+        ``(R, C)``.
     """
     if is_jax_namespace(xp):
         return _fast_jax.similarity(u, v)

@@ -1,13 +1,15 @@
-"""The loss on the general rows form (SPEC.md sections 2, 3 and 6).
+"""The loss on the general rows form (docs/math.md sections 2, 3 and 6).
 
 Every pairing form reduces to rows: a similarity matrix ``sim`` (anchors x candidates), the column
 of each row's positive, and the columns each row excludes (not candidates at all, like an anchor
 itself). The remaining columns are the row's negatives, ``num_negatives`` of them in every row.
 
-``rows_forward`` keeps only per-row residuals; ``rows_backward`` recomputes the rest from
-``sim`` and returns ``dL/dsim``. ``rows_value_and_grad`` does both at once, reusing the
-forward's ``(R, C)`` arrays instead of recomputing them. The pairing forms turn ``dL/dsim``
-into gradients of embeddings.
+``rows_forward`` returns ``(loss, new_beta_t, stats, residuals)``, keeping only per-row
+residuals; ``rows_backward(sim, ..., residuals)`` recomputes the rest from ``sim`` and returns
+``dL/dsim``. ``rows_value_and_grad`` returns ``(loss, dL/dsim, new_beta_t, stats)``, both at
+once, reusing the forward's ``(R, C)`` arrays instead of recomputing them: the library's calling
+convention (see ``weince_core``). The pairing forms turn ``dL/dsim`` into gradients of
+embeddings.
 """
 
 from __future__ import annotations
@@ -70,12 +72,31 @@ class _Dense(NamedTuple):
 
 
 def shortfall_logit(sim: Array, config: WEINCEConfig, xp: Namespace) -> Array:
-    """``-log(1 - clip_s(sim))``, the shortfall coordinate (without its slope)."""
+    """``-log(1 - clip_s(sim))``, the shortfall coordinate without its slope (docs/math.md
+    section 2).
+
+    Args:
+        sim: similarities.
+        config: ``eps`` (``clip_s`` caps at ``1 - eps``).
+        xp: the namespace.
+
+    Returns:
+        A new array of ``sim``'s shape.
+    """
     return -xp.log(_distance_to_ceiling(sim, config, xp))
 
 
 def shortfall_slope(sim: Array, config: WEINCEConfig, xp: Namespace) -> Array:
-    """``d/dsim`` of the shortfall coordinate: ``1 / (1 - sim)`` below the cap, 0 above."""
+    """``d/dsim`` of the shortfall coordinate (docs/math.md section 6).
+
+    Args:
+        sim: similarities.
+        config: ``eps``.
+        xp: the namespace.
+
+    Returns:
+        ``1 / (1 - sim)`` below the cap, 0 above, a new array.
+    """
     return _slope_from_distance(_distance_to_ceiling(sim, config, xp), config, xp)
 
 
@@ -180,29 +201,41 @@ def rows_forward(
     scale: Array | None = None,
     negatives_finite: Array | None = None,
 ) -> tuple[Array, Array, dict[str, Array], RowsResiduals]:
-    """The WEINCE loss of rows: ``(loss, new_beta_t, stats, residuals)``.
+    """The WEINCE loss of rows (docs/math.md sections 1-4 and 9), keeping O(rows) residuals.
 
-    ``sim`` is ``(R, C)`` in the compute dtype, ``beta_t`` a 0-d array in ``sim``'s dtype.
-    Rows come in two kinds (SPEC.md section 9):
+    Rows come in two kinds (docs/math.md section 9):
 
     - One positive and the same number of negatives per row (two-view, two-tower, explicit
       negatives; the fast path): ``positive`` ``(R,)`` integer columns, ``excluded`` ``(R, E)``
       integer columns that are not candidates of their row (each row's distinct, none its
       positive) or ``None``, ``negatives`` ``None``; every row has ``num_negatives`` negatives.
     - Per-row sets (multi-positive): ``positive`` and ``negatives`` ``(R, C)`` boolean masks
-      (disjoint; the candidates are their union), ``excluded`` ``None``, ``num_negatives``
-      the largest number of negatives a row can have. A row may have no positive (it adds
-      nothing to the loss) or no negative (``lambda = 0``).
+      (disjoint; the candidates are their union), ``excluded`` ``None``, ``num_negatives`` the
+      largest number of negatives a row can have. A row may have no positive (it adds nothing
+      to the loss) or no negative (``lambda = 0``).
 
-    ``scale``: a 0-d array that replaces ``1 / tau`` (the two-tower form's), or ``None``.
+    Args:
+        sim: ``(R, C)`` similarities in the compute dtype.
+        positive: each row's positive column(s), as above.
+        excluded: each row's excluded columns, or ``None``.
+        beta_t: the 0-d state, in ``sim``'s dtype.
+        config: the loss's configuration.
+        num_negatives: the negatives per row (per-row sets: the most a row can have).
+        collectives: these are this rank's rows of a batch whose rows are spread over ranks:
+            per-row statistics stay local, while ``rho0``, the ``beta_t`` tail, the loss and
+            the summary statistics are those of all rows of all ranks.
+        negatives: the per-row negatives mask, or ``None``.
+        scale: a 0-d array that replaces ``1 / tau`` (the two-tower form's), or ``None``.
+        negatives_finite: 0-d boolean, whether every negative similarity of every rank is finite
+            (where not, ``beta_t`` stays), when the caller knows it cheaply; ``None``: counted in
+            ``sim``.
 
-    With ``collectives``, these are this rank's rows of a batch whose rows are spread over
-    ranks: per-row statistics stay local, while ``rho0``, the ``beta_t`` tail, the loss and the
-    summary statistics are those of all rows of all ranks.
+    Returns:
+        ``(loss, new_beta_t, stats, residuals)``; ``residuals`` for ``rows_backward``.
 
-    ``negatives_finite``: whether every negative similarity of every rank is finite (a 0-d
-    boolean; where not, ``beta_t`` stays), when the caller knows it cheaply (from its inputs);
-    by default it is counted in ``sim``.
+    Raises:
+        TypeError: an argument of a wrong type or dtype, named.
+        ValueError: a wrong shape or device, named.
     """
     check_rows(sim, positive, excluded, beta_t, negatives)
     args = (sim, positive, excluded, beta_t, config, num_negatives, collectives, negatives, scale)
@@ -222,12 +255,31 @@ def rows_value_and_grad(
     scale: Array | None = None,
     negatives_finite: Array | None = None,
 ) -> tuple[Array, Any, Array, dict[str, Array]]:
-    """``(loss, dL/dsim, new_beta_t, stats)``: ``rows_forward`` and ``rows_backward`` in one;
-    with a ``scale``, ``(dL/dsim, dL/dscale)`` in place of ``dL/dsim``.
+    """``rows_forward`` and ``rows_backward`` in one pass.
 
     The same numbers as the two calls (to rounding), with the rows' softmax of the blended
     logits and ``1 - clip_s(sim)`` made once for both: these ``(R, C)`` arrays live only during
-    this call. Arguments as in ``rows_forward``; ``dL/dscale`` is this rank's part (its rows').
+    this call.
+
+    Args:
+        sim: as in ``rows_forward``.
+        positive: as in ``rows_forward``.
+        excluded: as in ``rows_forward``.
+        beta_t: as in ``rows_forward``.
+        config: as in ``rows_forward``.
+        num_negatives: as in ``rows_forward``.
+        collectives: as in ``rows_forward``.
+        negatives: as in ``rows_forward``.
+        scale: as in ``rows_forward``.
+        negatives_finite: as in ``rows_forward``.
+
+    Returns:
+        ``(loss, dL/dsim, new_beta_t, stats)``; with a ``scale``, ``(dL/dsim, dL/dscale)`` in
+        place of ``dL/dsim`` (``dL/dscale`` this rank's rows' part).
+
+    Raises:
+        TypeError: as ``rows_forward``.
+        ValueError: as ``rows_forward``.
     """
     check_rows(sim, positive, excluded, beta_t, negatives)
     args = (sim, positive, excluded, beta_t, config, num_negatives, collectives, negatives, scale)
@@ -251,7 +303,7 @@ class _Selection(NamedTuple):
 
 
 class _Blended(NamedTuple):
-    """The blended part of the loss, per row (docs/math.md section 3)."""
+    """The blended part of the loss, per row (docs/math.md section 2)."""
 
     lse: Array  # (R,) logsumexp of the blended logits over the candidates
     positive_logit: Array  # (R,) the positive's logit (per-row sets: the positives' mean)
@@ -261,7 +313,7 @@ class _Blended(NamedTuple):
 
 
 class _TopM(NamedTuple):
-    """The top-M terms (docs/math.md section 5): their losses and per-row logsumexps."""
+    """The top-M terms (docs/math.md section 3): their losses and per-row logsumexps."""
 
     loss_weibit: Array
     loss_softmax: Array
@@ -418,7 +470,7 @@ def _gate_statistics(
     xp: Namespace,
 ) -> dict[str, Array]:
     """``rho``, ``d_aic`` and ``lambda`` per row and ``rho0`` from each row's ``k`` largest
-    negatives (docs/math.md sections 1 and 2); with the gate off, ``lambda = 0`` and NaN."""
+    negatives (docs/math.md section 1); with the gate off, ``lambda = 0`` and NaN."""
     rows = sim.shape[0]
     if not config.uses_tail_statistics:
         return {
@@ -495,7 +547,7 @@ def _blended_rows(
     keep_dense: bool,
 ) -> _Blended:
     """Each row's logsumexp of the blended logits over its candidates and its positive logit
-    (docs/math.md section 3), and with ``keep_dense`` what ``_rows_backward`` reuses."""
+    (docs/math.md section 2), and with ``keep_dense`` what ``_rows_backward`` reuses."""
     per_row = negatives is not None
     # A native kernel (ops.register_kernel) may make the dense gradient in one pass over sim
     # (rows with excluded columns and 1 / tau: neither per-row masks nor a scale).
@@ -540,7 +592,7 @@ def _top_m_terms(
     config: WEINCEConfig,
     xp: Namespace,
 ) -> _TopM:
-    """The Weibit and softmax top-M terms (docs/math.md section 5): each a cross-entropy of the
+    """The Weibit and softmax top-M terms (docs/math.md section 3): each a cross-entropy of the
     positive over itself and the row's ``M'`` hardest negatives."""
     zero = _scalar(0.0, sim, xp)
     loss_weibit, loss_softmax, lse_weibit, lse_softmax = zero, zero, None, None
@@ -625,16 +677,30 @@ def rows_backward(
     total_rows: int | None = None,
     negatives: Array | None = None,
 ) -> Any:
-    """``dL/dsim`` (``(R, C)``) of the loss that ``rows_forward`` computed on the same ``sim``;
-    ``(dL/dsim, dL/dscale)`` where it had a ``scale`` (``dL/dscale`` this rank's rows' part).
-
-    ``total_rows``: the rows of all ranks that the loss averages over (default: ``R``).
-    ``negatives``: the mask ``rows_forward`` had (per-row sets), else ``None``.
+    """The gradient of the loss that ``rows_forward`` computed on the same ``sim`` (docs/math.md
+    section 6).
 
     Dense part: ``P_ab * dG_ab/dsim_ab / R`` over the candidates. The ``- [b = p(a)]`` of the
     main term and the whole top-M terms touch at most ``M' + 1`` columns per row, so they are
     computed on those columns only and added there (with several positives per row, the
     positives' parts are dense).
+
+    Args:
+        sim: the ``sim`` of the forward pass.
+        positive: as in the forward pass.
+        excluded: as in the forward pass.
+        residuals: from ``rows_forward``.
+        config: the configuration of the forward pass.
+        total_rows: the rows of all ranks that the loss averages over (default: ``R``).
+        negatives: the mask ``rows_forward`` had (per-row sets), else ``None``.
+
+    Returns:
+        ``dL/dsim`` (``(R, C)``); ``(dL/dsim, dL/dscale)`` where the forward pass had a ``scale``
+        (``dL/dscale`` this rank's rows' part).
+
+    Raises:
+        TypeError: ``residuals`` are not ``rows_forward``'s, or an argument of a wrong type.
+        ValueError: a wrong shape or device, named.
     """
     check_rows(sim, positive, excluded, negatives=negatives)
     check_residuals(residuals, RowsResiduals, "rows_forward")
