@@ -678,7 +678,7 @@ def two_tower_backward(
         _input_gradient(g_uy, u_y, norm_y, xp),
         total(d_scale, collectives),
     ]
-    return _finish(grads, [dtype, dtype, None], grad_output, xp)  # type: ignore[return-value]
+    return _finish(grads, [dtype, dtype, None], grad_output, xp)
 
 
 def two_tower_value_and_grad(
@@ -876,7 +876,7 @@ def explicit_negatives_backward(
         _input_gradient(g, u, s, xp)
         for g, u, s in zip(unit_grads, residuals.units, residuals.norms, strict=True)
     ]
-    return _finish(grads, [dtype] * 3, grad_output, xp)  # type: ignore[return-value]
+    return _finish(grads, [dtype] * 3, grad_output, xp)
 
 
 def explicit_negatives_value_and_grad(
@@ -1028,7 +1028,7 @@ def multi_positive_backward(
         layout.sim, layout.positive, None, residuals.rows, config, negatives=layout.negatives
     )
     g_z = _input_gradient(symmetrized_product(d_sim, u, xp), u, norm, xp)
-    return _finish([g_z], [dtype], grad_output, xp)  # type: ignore[return-value]
+    return _finish([g_z], [dtype], grad_output, xp)
 
 
 def multi_positive_value_and_grad(

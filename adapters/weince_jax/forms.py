@@ -55,7 +55,9 @@ class Form:
         """
         return self.arrays + self.keywords
 
-    def call(self, suffix: str, inputs: tuple[Any, ...], beta_t: Any, config: Any, **kw: Any):
+    def call(
+        self, suffix: str, inputs: tuple[Any, ...], beta_t: Any, config: Any, **kw: Any
+    ) -> Any:
         """The core's ``<name><suffix>`` on ``inputs``.
 
         Args:

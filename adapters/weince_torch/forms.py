@@ -77,7 +77,9 @@ class Form:
         """
         return getattr(wc, self.name)
 
-    def call(self, function: Any, inputs: tuple[Any, ...], state: Any, config: Any, **kw: Any):
+    def call(
+        self, function: Any, inputs: tuple[Any, ...], state: Any, config: Any, **kw: Any
+    ) -> Any:
         """``function(*arrays, state, config, *keywords, **kw)``.
 
         Args:
