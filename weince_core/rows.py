@@ -44,7 +44,7 @@ from .ops import (
     take_columns,
     top_k,
 )
-from .validation import check_residuals, check_rows
+from .validation import check_config, check_residuals, check_rows
 
 
 class RowsResiduals(NamedTuple):
@@ -193,7 +193,7 @@ def rows_forward(
     positive: Array,
     excluded: Array | None,
     beta_t: Array,
-    config: WEINCEConfig,
+    config: WEINCEConfig | None = None,
     *,
     num_negatives: int,
     collectives: Collectives | None = None,
@@ -219,7 +219,7 @@ def rows_forward(
         positive: each row's positive column(s), as above.
         excluded: each row's excluded columns, or ``None``.
         beta_t: the 0-d state, in ``sim``'s dtype.
-        config: the loss's configuration.
+        config: the paper preset when ``None``.
         num_negatives: the negatives per row (per-row sets: the most a row can have).
         collectives: these are this rank's rows of a batch whose rows are spread over ranks:
             per-row statistics stay local, while ``rho0``, the ``beta_t`` tail, the loss and
@@ -238,6 +238,7 @@ def rows_forward(
         ValueError: a wrong shape or device, named.
     """
     check_rows(sim, positive, excluded, beta_t, negatives)
+    config = check_config(config)
     args = (sim, positive, excluded, beta_t, config, num_negatives, collectives, negatives, scale)
     return _rows_forward(*args, negatives_finite, keep_dense=False)[:4]
 
@@ -247,7 +248,7 @@ def rows_value_and_grad(
     positive: Array,
     excluded: Array | None,
     beta_t: Array,
-    config: WEINCEConfig,
+    config: WEINCEConfig | None = None,
     *,
     num_negatives: int,
     collectives: Collectives | None = None,
@@ -282,6 +283,7 @@ def rows_value_and_grad(
         ValueError: as ``rows_forward``.
     """
     check_rows(sim, positive, excluded, beta_t, negatives)
+    config = check_config(config)
     args = (sim, positive, excluded, beta_t, config, num_negatives, collectives, negatives, scale)
     loss, beta_t, stats, residuals, dense = _rows_forward(*args, negatives_finite, keep_dense=True)
     total_rows = sim.shape[0] * world_size(collectives)
@@ -672,7 +674,7 @@ def rows_backward(
     positive: Array,
     excluded: Array | None,
     residuals: RowsResiduals,
-    config: WEINCEConfig,
+    config: WEINCEConfig | None = None,
     *,
     total_rows: int | None = None,
     negatives: Array | None = None,
@@ -703,6 +705,7 @@ def rows_backward(
         ValueError: a wrong shape or device, named.
     """
     check_rows(sim, positive, excluded, negatives=negatives)
+    config = check_config(config)
     check_residuals(residuals, RowsResiduals, "rows_forward")
     d_sim, d_scale = _rows_backward(
         sim, positive, excluded, residuals, config, total_rows, None, negatives
