@@ -24,7 +24,7 @@ import time
 import torch
 
 from weince_core import WEINCEConfig
-from weince_core.ops import _top_k_columns_torch
+from weince_core._fast_torch import top_k_columns as torch_top_k_columns
 from weince_core.stats import tail_size
 from weince_torch._triton import rowpass, select
 
@@ -68,7 +68,7 @@ def check(size: int, dim: int, copies: bool, repeats: int, device: str) -> dict[
     k = max(tail_size(size - 2, config), min(config.top_m, size - 2))  # as the core selects
     cap = 1.0 - config.eps
     values, columns = select.select_top_k(sim, not_negative, k, cap)
-    expected = _top_k_columns_torch(sim, k, not_negative, cap)
+    expected = torch_top_k_columns(sim, k, not_negative, cap)
     lam = torch.rand((size,), device=device)
     excluded = rows[:, None]
     args = (config.temperature, config.beta_w, config.eps, size, True)
@@ -94,7 +94,7 @@ def check(size: int, dim: int, copies: bool, repeats: int, device: str) -> dict[
             lambda: select.select_top_k(sim, not_negative, k, cap), repeats
         ),
         "select_torch_ms": median_ms(
-            lambda: _top_k_columns_torch(sim, k, not_negative, cap), repeats
+            lambda: torch_top_k_columns(sim, k, not_negative, cap), repeats
         ),
         "row_pass_kernel_ms": median_ms(
             lambda: rowpass.row_pass(sim, lam, excluded, *args), repeats
@@ -115,7 +115,8 @@ def _cupy_select(sim, not_negative, k, cap, expected, repeats) -> dict[str, obje
         return {}
     from array_api_compat import array_namespace
 
-    from weince_core.ops import _top_k_columns_by_partition, mask_columns, selection_keys
+    from weince_core._fast_numpy import top_k_columns_by_partition
+    from weince_core.ops import mask_columns, native_module, selection_keys
     from weince_cupy import _kernels
 
     x, excluded = cupy.from_dlpack(sim), cupy.from_dlpack(not_negative)
@@ -124,7 +125,7 @@ def _cupy_select(sim, not_negative, k, cap, expected, repeats) -> dict[str, obje
 
     def core_path():
         keys = mask_columns(selection_keys(x, cap, xp), excluded, xp)
-        return _top_k_columns_by_partition(keys, k, xp)
+        return top_k_columns_by_partition(keys, k, xp, native_module(xp))
 
     def timed(step):
         return median_ms(lambda: (step(), cupy.cuda.get_current_stream().synchronize()), repeats)

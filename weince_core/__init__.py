@@ -1,9 +1,25 @@
 """weince_core: the WEINCE contrastive loss on any Array API namespace.
 
-The math of SPEC.md, written once against the Array API standard: configuration and presets,
-the online state, the tail statistics, the blended loss and its analytic gradient, for every
-pairing form (two-view, two-tower, explicit negatives, multi-positive). The ``nt_xent*`` names
-are aliases of the ``two_view*`` ones, kept for one release.
+The math of docs/math.md, written once against the Array API standard: configuration and
+presets, the online state, the tail statistics, the blended loss and its analytic gradient, for
+every pairing form (two-view, two-tower, explicit negatives, multi-positive). The ``nt_xent*``
+names are aliases of the ``two_view*`` ones, kept for one release.
+
+One calling convention for every form (``rows_*`` too, with ``beta_t`` for the state and
+``dL/dsim`` for the gradients):
+
+=================================  =============================================
+``<form>(..., state, config)``      ``(loss, new_state, stats)``
+``<form>_forward(...)``             ``(loss, new_state, stats, residuals)``
+``<form>_backward(residuals, ...)`` the gradients
+``<form>_value_and_grad(...)``      ``(loss, grads, new_state, stats)``
+``init_state(config, *, like)``     the state, on ``like``'s namespace and device
+=================================  =============================================
+
+``config`` is a ``WEINCEConfig``, or ``None`` for the paper preset; ``stats`` has the keys
+``STAT_KEYS``. The adapters follow the same order: ``weince_torch`` and ``weince_cupy`` as it
+is, ``weince_jax`` as ``(loss, (new_state, stats))`` (the shape ``jax.value_and_grad(...,
+has_aux=True)`` requires).
 """
 
 from .collectives import Collectives

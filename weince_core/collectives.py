@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-Array = Any
+from ._types import Array
 
 
 @dataclass(frozen=True)
@@ -35,12 +35,38 @@ class Collectives:
 
 
 def gather(x: Array, collectives: Collectives | None) -> Array:
+    """Every rank's ``x`` joined along axis 0 in rank order.
+
+    Args:
+        x: this rank's array.
+        collectives: the group, or ``None`` for one device.
+
+    Returns:
+        The joined array (``x`` itself on one device).
+    """
     return x if collectives is None else collectives.gather(x)
 
 
 def total(x: Array, collectives: Collectives | None) -> Array:
+    """The sum of every rank's ``x`` (an all-reduce).
+
+    Args:
+        x: this rank's array.
+        collectives: the group, or ``None`` for one device.
+
+    Returns:
+        The sum (``x`` itself on one device).
+    """
     return x if collectives is None else collectives.sum(x)
 
 
 def world_size(collectives: Collectives | None) -> int:
+    """How many ranks hold rows.
+
+    Args:
+        collectives: the group, or ``None`` for one device.
+
+    Returns:
+        ``collectives.world_size``, or 1.
+    """
     return 1 if collectives is None else collectives.world_size

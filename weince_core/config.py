@@ -1,4 +1,4 @@
-"""Configuration and presets of the WEINCE loss (SPEC.md section 5)."""
+"""Configuration and presets of the WEINCE loss (docs/math.md section 5)."""
 
 from __future__ import annotations
 
@@ -89,18 +89,53 @@ class WEINCEConfig:
 
     @classmethod
     def paper(cls, **overrides: Any) -> WEINCEConfig:
-        """The published experimental objective: blend + both top-M terms + online ``beta_t``."""
+        """The published experimental objective: blend + both top-M terms + online ``beta_t``
+        (docs/math.md section 5); the default configuration everywhere.
+
+        Args:
+            **overrides: fields to change.
+
+        Returns:
+            The configuration.
+
+        Raises:
+            TypeError: a field of a wrong type.
+            ValueError: a field out of its range.
+        """
         return cls(**overrides)
 
     @classmethod
     def blend(cls, **overrides: Any) -> WEINCEConfig:
-        """The formula of the paper's abstract: the blended main term alone."""
+        """The formula of the paper's abstract: the blended main term alone (docs/math.md
+        section 5).
+
+        Args:
+            **overrides: fields to change.
+
+        Returns:
+            The configuration.
+
+        Raises:
+            TypeError: a field of a wrong type.
+            ValueError: a field out of its range.
+        """
         settings: dict[str, Any] = dict(weibit_weight=0.0, softmax_weight=0.0, estimate_beta=False)
         return cls(**{**settings, **overrides})
 
     @classmethod
     def infonce(cls, **overrides: Any) -> WEINCEConfig:
-        """The baseline: ``lambda = 0`` for every anchor, i.e. NT-Xent."""
+        """The baseline: ``lambda = 0`` for every anchor, i.e. NT-Xent (docs/math.md section 5).
+
+        Args:
+            **overrides: fields to change.
+
+        Returns:
+            The configuration.
+
+        Raises:
+            TypeError: a field of a wrong type.
+            ValueError: a field out of its range.
+        """
         settings: dict[str, Any] = dict(
             gate="off", weibit_weight=0.0, softmax_weight=0.0, estimate_beta=False
         )
@@ -108,22 +143,54 @@ class WEINCEConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> WEINCEConfig:
-        """A preset by name: ``"paper"``, ``"blend"`` or ``"infonce"``."""
+        """A preset by name.
+
+        Args:
+            name: ``"paper"``, ``"blend"`` or ``"infonce"``.
+            **overrides: fields to change.
+
+        Returns:
+            The configuration.
+
+        Raises:
+            ValueError: an unknown name, or a field out of its range.
+        """
         presets = {"paper": cls.paper, "blend": cls.blend, "infonce": cls.infonce}
         if name not in presets:
             raise ValueError(f"preset must be one of {sorted(presets)}; got {name!r}")
         return presets[name](**overrides)
 
     def replace(self, **changes: Any) -> WEINCEConfig:
-        """A copy with some fields changed (validated again)."""
+        """A copy with some fields changed (validated again).
+
+        Args:
+            **changes: the fields to change.
+
+        Returns:
+            The new configuration.
+
+        Raises:
+            TypeError: a field of a wrong type.
+            ValueError: a field out of its range.
+        """
         return dataclasses.replace(self, **changes)
 
     @property
     def uses_tail_statistics(self) -> bool:
+        """Whether the gate is on, so that the tail statistics are computed.
+
+        Returns:
+            ``gate != "off"``.
+        """
         return self.gate != "off"
 
     @property
     def uses_top_m(self) -> bool:
+        """Whether either top-M term has a weight.
+
+        Returns:
+            ``weibit_weight > 0 or softmax_weight > 0``.
+        """
         return self.weibit_weight > 0 or self.softmax_weight > 0
 
     def __post_init__(self) -> None:
@@ -156,12 +223,24 @@ class Range:
     high_open: bool = False
 
     def contains(self, value: float) -> bool:
+        """Whether ``value`` lies in the range.
+
+        Args:
+            value: the number.
+
+        Returns:
+            ``True`` inside, ``False`` outside.
+        """
         above = value > self.low if self.low_open else value >= self.low
         below = value < self.high if self.high_open else value <= self.high
         return above and below
 
     def text(self) -> str:
-        """``in [0.01, 10000]``, ``in (0, 1]``, ..."""
+        """The range as an error message writes it.
+
+        Returns:
+            E.g. ``"in (0, 1]"``.
+        """
         left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
         low = "2**-21 (4.77e-07)" if self.low == EPS_MIN else _number(self.low)
         return f"in {left}{low}, {_number(self.high)}{right}"

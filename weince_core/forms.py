@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 from array_api_compat import array_namespace, device, is_numpy_array
 
+from ._types import Array, Namespace
 from .collectives import Collectives, total
 from .config import WEINCEConfig
 from .ops import (
@@ -46,9 +47,6 @@ from .validation import (
     compute_dtype,
     namespace_of,
 )
-
-Array = Any
-Namespace = Any
 
 NORM_FLOOR = 1e-8  # rows are divided by max(||row||, NORM_FLOOR)
 # Two-view: S is kept for the backward pass while it has at most this many times the entries
@@ -205,12 +203,13 @@ def _unit_rows(x: Array, dtype: Any, xp: Namespace) -> tuple[Array, Array]:
 
 
 def _input_gradient(g_u: Array, u: Array, norm: Array, xp: Namespace) -> Array:
-    """``dL/dx`` from ``dL/du`` through ``u = x / max(||x||, 1e-8)`` (SPEC.md section 6)."""
+    """``dL/dx`` from ``dL/du`` through ``u = x / max(||x||, 1e-8)`` (docs/math.md section 6)."""
     return (g_u - u * xp.sum(u * g_u, axis=-1, keepdims=True)) / norm[..., None]
 
 
 def _canonical(sim: Array, candidates: Array, xp: Namespace) -> Array:
-    """``sim`` with bitwise-equal candidate rows given bitwise-equal columns (SPEC.md section 8)."""
+    """``sim`` with bitwise-equal candidate rows given bitwise-equal columns (docs/math.md
+    section 8)."""
     return canonical_columns(sim, *first_copies(candidates, xp), xp)
 
 
@@ -612,7 +611,8 @@ def two_tower_forward(
     scale: Any = None,
     collectives: Collectives | None = None,
 ) -> tuple[Array, Array, dict[str, Array], FormResiduals]:
-    """``(loss, new_state, stats, residuals)`` of the two-tower (CLIP) form (SPEC.md section 9).
+    """The two-tower (CLIP) loss, keeping O(N d) residuals for the gradient (docs/math.md
+    section 9).
 
     Args:
         x: ``(N, d)`` rows of one tower (e.g. images), ``N >= 2``.
@@ -633,6 +633,10 @@ def two_tower_forward(
         ``(loss, new_state, stats, residuals)``; ``stats["lambda"]`` (and ``rho``, ``d_aic``)
         per row: the rows of ``x``, then those of ``y``. ``residuals`` are
         ``two_tower_backward``'s (the unit rows, O(N d)).
+
+    Raises:
+        TypeError: an argument of a wrong type or dtype, named.
+        ValueError: a wrong shape or device, named.
     """
     return _two_tower(x, y, state, config, scale, collectives, None)
 
@@ -674,7 +678,7 @@ def two_tower_backward(
         _input_gradient(g_uy, u_y, norm_y, xp),
         total(d_scale, collectives),
     ]
-    return _finish(grads, [dtype, dtype, None], grad_output, xp)  # type: ignore[return-value]
+    return _finish(grads, [dtype, dtype, None], grad_output, xp)
 
 
 def two_tower_value_and_grad(
@@ -687,10 +691,26 @@ def two_tower_value_and_grad(
     dtype: Any = None,
     collectives: Collectives | None = None,
 ) -> tuple[Array, tuple[Array, Array, Array], Array, dict[str, Array]]:
-    """``(loss, (dL/dx, dL/dy, dL/dscale), new_state, stats)`` of the two-tower form in one
-    pass. Arguments as in ``two_tower_forward``; ``dtype``: that of ``dL/dx`` and ``dL/dy``
-    (default the inputs'); ``dL/dscale`` comes in ``scale``'s dtype (the compute dtype for a
-    number or ``None``, where it is the derivative at ``1 / tau``)."""
+    """The two-tower loss and its gradients in one pass (docs/math.md sections 6 and 9).
+
+    Args:
+        x: as in ``two_tower_forward``.
+        y: as in ``two_tower_forward``.
+        state: ``beta_t`` from ``init_state``.
+        config: the paper preset when ``None``.
+        scale: as in ``two_tower_forward``.
+        dtype: the dtype of ``dL/dx`` and ``dL/dy``; ``None``: the inputs'.
+        collectives: as in ``two_tower_forward``.
+
+    Returns:
+        ``(loss, (dL/dx, dL/dy, dL/dscale), new_state, stats)``; ``dL/dscale`` in ``scale``'s
+        dtype (the compute dtype for a number or ``None``, where it is the derivative at
+        ``1 / tau``).
+
+    Raises:
+        TypeError: an argument of a wrong type or dtype, named.
+        ValueError: a wrong shape or device, or a non-positive number as ``scale``.
+    """
     grad_dtype = x.dtype if dtype is None else dtype
     loss, new_state, stats, grads = _two_tower(x, y, state, config, scale, collectives, grad_dtype)
     return loss, grads, new_state, stats
@@ -699,8 +719,18 @@ def two_tower_value_and_grad(
 def two_tower(
     x: Array, y: Array, state: Array, config: WEINCEConfig | None = None, *, scale: Any = None
 ) -> tuple[Array, Array, dict[str, Array]]:
-    """``(loss, new_state, stats)`` of the two-tower form (no gradient); see
-    ``two_tower_forward``."""
+    """The two-tower loss without its gradient; see ``two_tower_forward``.
+
+    Args:
+        x: ``(N, d)`` rows of one tower.
+        y: ``(N, d)`` rows of the other.
+        state: ``beta_t`` from ``init_state``.
+        config: the paper preset when ``None``.
+        scale: as in ``two_tower_forward``.
+
+    Returns:
+        ``(loss, new_state, stats)``.
+    """
     loss, new_state, stats, _ = two_tower_forward(x, y, state, config, scale=scale)
     return loss, new_state, stats
 
@@ -723,7 +753,7 @@ def _explicit_rows(u_q: Array, u_k: Array, u_n: Array, in_batch: bool, xp: Names
         against_n = xp.sum(u_n * u_q[:, None, :], axis=-1)
     if in_batch:
         # The keys as columns after the negatives, the positive among them at width_n + a:
-        # the negatives keep the order of SPEC.md section 9 (the n's, then the other keys).
+        # the negatives keep the order of docs/math.md section 9 (the n's, then the other keys).
         if paired:
             sim = xp.concat([against_n, _canonical(similarity(u_q, u_k, xp), u_k, xp)], axis=1)
         else:
@@ -795,7 +825,8 @@ def explicit_negatives_forward(
     *,
     in_batch_negatives: bool = False,
 ) -> tuple[Array, Array, dict[str, Array], FormResiduals]:
-    """``(loss, new_state, stats, residuals)`` of the explicit-negatives form (SPEC.md section 9).
+    """The explicit-negatives loss, keeping O(inputs) residuals for the gradient (docs/math.md
+    section 9).
 
     Args:
         q: ``(N, d)`` queries.
@@ -808,6 +839,10 @@ def explicit_negatives_forward(
 
     Returns:
         ``(loss, new_state, stats, residuals)``, the statistics per query.
+
+    Raises:
+        TypeError: an argument of a wrong type or dtype, named.
+        ValueError: a wrong shape or device, named.
     """
     return _explicit(q, k, n, state, config, in_batch_negatives, None)
 
@@ -841,7 +876,7 @@ def explicit_negatives_backward(
         _input_gradient(g, u, s, xp)
         for g, u, s in zip(unit_grads, residuals.units, residuals.norms, strict=True)
     ]
-    return _finish(grads, [dtype] * 3, grad_output, xp)  # type: ignore[return-value]
+    return _finish(grads, [dtype] * 3, grad_output, xp)
 
 
 def explicit_negatives_value_and_grad(
@@ -854,8 +889,24 @@ def explicit_negatives_value_and_grad(
     in_batch_negatives: bool = False,
     dtype: Any = None,
 ) -> tuple[Array, tuple[Array, Array, Array], Array, dict[str, Array]]:
-    """``(loss, (dL/dq, dL/dk, dL/dn), new_state, stats)`` in one pass; arguments as in
-    ``explicit_negatives_forward``, ``dtype`` that of the gradients (default the inputs')."""
+    """The explicit-negatives loss and its gradients in one pass (docs/math.md sections 6 and 9).
+
+    Args:
+        q: as in ``explicit_negatives_forward``.
+        k: as in ``explicit_negatives_forward``.
+        n: as in ``explicit_negatives_forward``.
+        state: ``beta_t`` from ``init_state``.
+        config: the paper preset when ``None``.
+        in_batch_negatives: as in ``explicit_negatives_forward``.
+        dtype: the dtype of the gradients; ``None``: the inputs'.
+
+    Returns:
+        ``(loss, (dL/dq, dL/dk, dL/dn), new_state, stats)``.
+
+    Raises:
+        TypeError: an argument of a wrong type or dtype, named.
+        ValueError: a wrong shape or device, named.
+    """
     grad_dtype = q.dtype if dtype is None else dtype
     loss, new_state, stats, grads = _explicit(
         q, k, n, state, config, in_batch_negatives, grad_dtype
@@ -872,8 +923,19 @@ def explicit_negatives(
     *,
     in_batch_negatives: bool = False,
 ) -> tuple[Array, Array, dict[str, Array]]:
-    """``(loss, new_state, stats)`` of the explicit-negatives form (no gradient); see
-    ``explicit_negatives_forward``."""
+    """The explicit-negatives loss without its gradient; see ``explicit_negatives_forward``.
+
+    Args:
+        q: ``(N, d)`` queries.
+        k: ``(N, d)`` their positive keys.
+        n: ``(L, d)`` shared or ``(N, P, d)`` paired negatives.
+        state: ``beta_t`` from ``init_state``.
+        config: the paper preset when ``None``.
+        in_batch_negatives: the other queries' keys are negatives too.
+
+    Returns:
+        ``(loss, new_state, stats)``.
+    """
     loss, new_state, stats, _ = explicit_negatives_forward(
         q, k, n, state, config, in_batch_negatives=in_batch_negatives
     )
@@ -932,6 +994,10 @@ def multi_positive_forward(
         loss (0 if no row has one) but enters ``rho0`` and the ``beta_t`` pool; a row without
         a negative has ``lambda = 0``, ``rho = NaN`` and ``dAIC = 0`` (no kept points: the
         rule for ``n_a < 2``, as the reference vectors have it).
+
+    Raises:
+        TypeError: an argument of a wrong type or dtype, named.
+        ValueError: a wrong shape or device, named.
     """
     return _multi_positive(z, labels, state, config, None)
 
@@ -943,8 +1009,17 @@ def multi_positive_backward(
     dtype: Any = None,
     grad_output: Array | None = None,
 ) -> tuple[Array]:
-    """``(dL/dz,)`` from ``multi_positive_forward``'s residuals (``dtype``, ``grad_output`` as in
-    ``explicit_negatives_backward``)."""
+    """The gradient of the multi-positive loss from ``multi_positive_forward``'s residuals.
+
+    Args:
+        residuals: from ``multi_positive_forward``.
+        config: the configuration of the forward pass.
+        dtype: the dtype to return the gradient in (the inputs').
+        grad_output: the upstream gradient of the loss.
+
+    Returns:
+        ``(dL/dz,)``.
+    """
     config = check_config(config)
     (u,), (norm,) = residuals.units, residuals.norms
     xp = namespace_of(u=u)
@@ -953,7 +1028,7 @@ def multi_positive_backward(
         layout.sim, layout.positive, None, residuals.rows, config, negatives=layout.negatives
     )
     g_z = _input_gradient(symmetrized_product(d_sim, u, xp), u, norm, xp)
-    return _finish([g_z], [dtype], grad_output, xp)  # type: ignore[return-value]
+    return _finish([g_z], [dtype], grad_output, xp)
 
 
 def multi_positive_value_and_grad(
@@ -964,8 +1039,22 @@ def multi_positive_value_and_grad(
     *,
     dtype: Any = None,
 ) -> tuple[Array, tuple[Array], Array, dict[str, Array]]:
-    """``(loss, (dL/dz,), new_state, stats)`` in one pass; arguments as in
-    ``multi_positive_forward``, ``dtype`` that of the gradient (default ``z``'s)."""
+    """The multi-positive loss and its gradient in one pass (docs/math.md sections 6 and 9).
+
+    Args:
+        z: as in ``multi_positive_forward``.
+        labels: as in ``multi_positive_forward``.
+        state: ``beta_t`` from ``init_state``.
+        config: the paper preset when ``None``.
+        dtype: the dtype of the gradient; ``None``: ``z``'s.
+
+    Returns:
+        ``(loss, (dL/dz,), new_state, stats)``.
+
+    Raises:
+        TypeError: an argument of a wrong type or dtype, named.
+        ValueError: a wrong shape or device, named.
+    """
     grad_dtype = z.dtype if dtype is None else dtype
     loss, new_state, stats, grads = _multi_positive(z, labels, state, config, grad_dtype)
     return loss, grads, new_state, stats
@@ -974,7 +1063,16 @@ def multi_positive_value_and_grad(
 def multi_positive(
     z: Array, labels: Array, state: Array, config: WEINCEConfig | None = None
 ) -> tuple[Array, Array, dict[str, Array]]:
-    """``(loss, new_state, stats)`` of the multi-positive form (no gradient); see
-    ``multi_positive_forward``."""
+    """The multi-positive loss without its gradient; see ``multi_positive_forward``.
+
+    Args:
+        z: ``(R, d)`` rows.
+        labels: ``(R,)`` integers.
+        state: ``beta_t`` from ``init_state``.
+        config: the paper preset when ``None``.
+
+    Returns:
+        ``(loss, new_state, stats)``.
+    """
     loss, new_state, stats, _ = multi_positive_forward(z, labels, state, config)
     return loss, new_state, stats

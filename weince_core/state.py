@@ -1,21 +1,27 @@
-"""The online state: one scalar, ``beta_t`` (SPEC.md section 4)."""
+"""The online state: one scalar, ``beta_t`` (docs/math.md section 4)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from array_api_compat import device
 
+from ._types import Array
 from .config import WEINCEConfig
 from .validation import check_config, compute_dtype, namespace_of
 
-Array = Any
-
 
 def init_state(config: WEINCEConfig | None = None, *, like: Array) -> Array:
-    """``beta_t = beta_init`` as a 0-d array of ``like``'s namespace and device.
+    """The loss's state, ``beta_t = config.beta_init`` (docs/math.md section 4).
 
-    Its dtype is the one ``like`` is computed in: float64 for float64, else float32.
+    Args:
+        config: the paper preset when ``None``.
+        like: an array (e.g. ``z_i``) whose namespace and device the state takes; its dtype is
+            the one ``like`` is computed in: float64 for float64, else float32.
+
+    Returns:
+        ``beta_t``, a 0-d array.
+
+    Raises:
+        TypeError: ``like`` is not an array, or ``config`` not a ``WEINCEConfig``.
     """
     config = check_config(config)
     xp = namespace_of(like=like)

@@ -1,4 +1,4 @@
-"""Tail statistics and the gate (SPEC.md sections 1 and 4).
+"""Tail statistics and the gate (docs/math.md sections 1 and 4).
 
 Everything here is a function of similarity *values* only and is never differentiated: the
 adapters differentiate through the core's analytic gradient, which treats ``lambda`` and
@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 from array_api_compat import array_namespace, device
 
+from ._types import Array, Namespace
 from .config import WEINCEConfig
 from .ops import sigmoid
-
-Array = Any
-Namespace = Any
 
 MIN_TAIL_FLOOR = 10  # a tail never has fewer points than this (if there are that many negatives)
 WRONG_SIGN_PENALTY = 1e6  # added to the SSE of a fit whose slope has the wrong sign
@@ -44,23 +41,56 @@ STAT_KEYS = (
 
 
 def tail_size(num_negatives: int, config: WEINCEConfig) -> int:
-    """``k``: how many of an anchor's largest negatives enter its tail fit."""
+    """``k``: how many of an anchor's largest negatives enter its tail fit (docs/math.md
+    section 1).
+
+    Args:
+        num_negatives: the anchor's number of negatives ``K``.
+        config: ``min_tail`` and ``tail_fraction``.
+
+    Returns:
+        ``min(max(10, min_tail, round(tail_fraction K)), K)`` (at most ``K``).
+    """
     k = min(max(config.min_tail, round(config.tail_fraction * num_negatives)), num_negatives)
     return min(max(MIN_TAIL_FLOOR, k), num_negatives)
 
 
 def burn_in(k: int) -> int:
-    """How many of the smallest shortfalls a fit drops."""
+    """How many of the smallest shortfalls a fit drops (docs/math.md section 1).
+
+    Args:
+        k: the number of points of the tail.
+
+    Returns:
+        ``max(1, k // 20)``.
+    """
     return max(1, k // 20)
 
 
 def beta_tail_size(num_values: int, config: WEINCEConfig) -> int:
-    """``k_g``: how many of all negatives enter the ``beta_t`` fit."""
+    """``k_g``: how many of all negatives enter the ``beta_t`` fit (docs/math.md section 4).
+
+    Args:
+        num_values: the number of negatives of the whole batch.
+        config: ``beta_min_tail`` and ``beta_tail_fraction``.
+
+    Returns:
+        ``min(int(max(beta_min_tail, beta_tail_fraction num_values)), num_values)``.
+    """
     return min(int(max(config.beta_min_tail, config.beta_tail_fraction * num_values)), num_values)
 
 
 def rho0_index(num_anchors: int, k: int, config: WEINCEConfig) -> int:
-    """Position of ``rho0`` in the ascending ``rho``: the ``q`` quantile, or the lower median."""
+    """Position of ``rho0`` in the ascending ``rho`` (docs/math.md section 1).
+
+    Args:
+        num_anchors: the number of anchors (of every rank).
+        k: the tail size.
+        config: ``quantile``.
+
+    Returns:
+        ``round(quantile (num_anchors - 1))``, or the lower median where no fit has two points.
+    """
     if k - burn_in(k) < 2:
         return (num_anchors - 1) // 2
     return round(config.quantile * (num_anchors - 1))
@@ -86,12 +116,20 @@ def _levels(k: int, first: int, eps: float, like: Array, xp: Namespace) -> Array
 
 
 def tail_fit(top: Array, config: WEINCEConfig, xp: Namespace) -> tuple[Array, Array]:
-    """Per-anchor ``rho`` and ``dAIC`` from the ``k`` largest negatives of each row.
+    """Per-anchor ``rho`` and ``dAIC`` from the ``k`` largest negatives of each row
+    (docs/math.md section 1).
 
-    ``top`` is ``(R, k)``, each row in descending order. ``dAIC > 0`` favours a Weibull tail.
-    The wrong-sign penalties apply exactly where all kept shortfalls are equal (then both
-    slopes are 0 in exact arithmetic, and both fits have the wrong sign), never by the sign of
-    a rounded slope (the degenerate-tail rule of the math page's exact-arithmetic section).
+    ``dAIC > 0`` favours a Weibull tail. The wrong-sign penalties apply exactly where all kept
+    shortfalls are equal (then both slopes are 0 in exact arithmetic, and both fits have the
+    wrong sign), never by the sign of a rounded slope (docs/math.md section 8).
+
+    Args:
+        top: ``(R, k)``, each row's largest negative similarities in descending order.
+        config: ``eps``.
+        xp: the namespace.
+
+    Returns:
+        ``(rho, d_aic)``, each ``(R,)``.
     """
     eps = config.eps
     k = top.shape[-1]
@@ -124,7 +162,19 @@ def _centered(x: Array, constant: Array, xp: Namespace) -> Array:
 
 
 def gate(rho: Array, d_aic: Array, rho0: Array, config: WEINCEConfig, xp: Namespace) -> Array:
-    """``lambda`` per anchor: ``sigma(kappa_rho log(rho0 / rho)) * sigma(kappa_aic (dAIC - m))``."""
+    """``lambda`` per anchor: ``sigma(kappa_rho log(rho0 / rho)) * sigma(kappa_aic (dAIC - m))``, or
+    one of the two factors (``config.gate``; docs/math.md section 1).
+
+    Args:
+        rho: ``(R,)`` per-anchor shortfalls.
+        d_aic: ``(R,)`` per-anchor ``dAIC``.
+        rho0: the 0-d reference shortfall.
+        config: ``gate``, ``kappa_rho``, ``kappa_aic``, ``aic_margin``, ``eps``.
+        xp: the namespace.
+
+    Returns:
+        ``(R,)`` gates in ``[0, 1]``.
+    """
     eps = config.eps
     log_ratio = xp.log(xp.clip(rho0, min=eps)) - xp.log(xp.clip(rho, min=eps))
     lam_rho = sigmoid(config.kappa_rho * log_ratio, xp)
@@ -142,9 +192,18 @@ def gate_statistics(
     xp: Namespace,
     gather: Callable[[Array], Array] = lambda rho: rho,
 ) -> dict[str, Array]:
-    """``rho``, ``d_aic``, ``rho0`` and ``lambda`` of the anchors whose tails are ``top``.
+    """``rho``, ``d_aic``, ``rho0`` and ``lambda`` of the anchors whose tails are ``top``
+    (docs/math.md section 1).
 
-    ``rho0`` is taken over ``gather(rho)``: the anchors of every rank.
+    Args:
+        top: ``(R, k)``, as in ``tail_fit``.
+        config: the loss's configuration.
+        xp: the namespace.
+        gather: joins every rank's ``rho`` (``rho0`` is taken over all anchors); one rank: the
+            identity.
+
+    Returns:
+        The statistics by name: ``rho``, ``d_aic``, ``lambda`` per row, ``rho0`` 0-d.
     """
     rho, d_aic = tail_fit(top, config, xp)
     every_rho = gather(rho)
@@ -160,13 +219,23 @@ def update_beta(
     *,
     finite: Array | None = None,
 ) -> dict[str, Array]:
-    """One online step of ``beta_t`` from the ``k_g`` largest negatives of the batch.
+    """One online step of ``beta_t`` from the ``k_g`` largest negatives of the batch
+    (docs/math.md section 4).
 
-    ``top_global`` is 1-D and descending. ``finite`` (0-d boolean): whether every negative
-    similarity of the step is finite; where not, ``beta_t`` stays (so it never becomes
-    non-finite, whichever entries a backend's selection let through). Constant shortfalls
-    make the slope 0, hence no update. Returns the new ``beta_t`` (used in this same step),
-    the fit's ``beta_hat`` and ``R2``, and whether the update was taken.
+    Constant shortfalls make the slope 0, hence no update.
+
+    Args:
+        top_global: 1-D, the ``k_g`` largest negative similarities, descending.
+        beta_t: the 0-d state before this step.
+        config: ``beta_min_r2``, ``beta_clip``, ``beta_momentum``, ``eps``.
+        xp: the namespace.
+        finite: 0-d boolean, whether every negative similarity of the step is finite; where not,
+            ``beta_t`` stays (so it never becomes non-finite, whichever entries a backend's
+            selection let through).
+
+    Returns:
+        ``beta_t`` (the new one, used in this same step), the fit's ``beta_hat`` and ``beta_r2``,
+        and ``beta_updated`` (whether the update was taken), by name.
     """
     k_g = top_global.shape[0]
     first = burn_in(k_g)
@@ -195,15 +264,22 @@ def update_beta(
     }
 
 
-# Per-row sizes (SPEC.md section 9): rows with different numbers of negatives, as in the
+# Per-row sizes (docs/math.md section 9): rows with different numbers of negatives, as in the
 # multi-positive form. Every shape is still decided by Python ints (the largest sizes); the
 # per-row sizes are integer arrays, and the points a row does not have are masked out.
 
 
 def tail_sizes(num_negatives: Array, max_negatives: int, config: WEINCEConfig) -> Array:
-    """``k_a = tail_size(K_a)`` per row, ``K_a`` an integer array of values ``<= max_negatives``.
+    """``k_a = tail_size(K_a)`` per row, read from a table of ``tail_size`` (Python's
+    round-half-to-even, exactly as for one size).
 
-    Read from a table of ``tail_size`` (Python's round-half-to-even, exactly as for one size).
+    Args:
+        num_negatives: ``(R,)`` integers ``K_a <= max_negatives``.
+        max_negatives: the largest number of negatives a row can have.
+        config: as in ``tail_size``.
+
+    Returns:
+        ``(R,)`` integers, in ``num_negatives``'s dtype.
     """
     return _table(num_negatives, [tail_size(K, config) for K in range(max_negatives + 1)])
 
@@ -246,12 +322,21 @@ def _masked_fits(
 def tail_fit_rows(
     top: Array, k_rows: Array, config: WEINCEConfig, xp: Namespace
 ) -> tuple[Array, Array]:
-    """``tail_fit`` with a tail size per row: ``k_rows`` (``(R,)`` integers ``<= top.shape[1]``).
+    """``tail_fit`` with a tail size per row.
 
     Row ``a`` fits its ``k_a`` largest negatives (``top[a, :k_a]``, descending; the rest of the
     row is ignored) with ``F_r = r / (k_a + 1)`` and burn-in ``b_a = max(1, k_a // 20)``. A row
-    with fewer than two kept points gets ``dAIC = 0``, one without negatives also
-    ``rho = NaN`` (as the reference vectors have it).
+    with fewer than two kept points gets ``dAIC = 0``, one without negatives also ``rho = NaN``
+    (as the reference vectors have it).
+
+    Args:
+        top: ``(R, K)``, each row's largest negatives, descending.
+        k_rows: ``(R,)`` integers ``<= K``.
+        config: ``eps``.
+        xp: the namespace.
+
+    Returns:
+        ``(rho, d_aic)``, each ``(R,)``.
     """
     eps = config.eps
     width = top.shape[-1]
@@ -286,6 +371,16 @@ def gate_statistics_rows(
     ``rho0`` is taken over the anchors of every rank that have a negative (``R'`` of them):
     ``rho_sorted[round(q (R' - 1))]``, or the lower median where no anchor has two kept points.
     A row without negatives has ``lambda = 0``.
+
+    Args:
+        top: ``(R, K)``, as in ``tail_fit_rows``.
+        k_rows: ``(R,)`` tail sizes.
+        config: the loss's configuration.
+        xp: the namespace.
+        gather: joins every rank's rows; one rank: the identity.
+
+    Returns:
+        ``rho``, ``d_aic``, ``lambda`` per row and ``rho0``, by name.
     """
     rho, d_aic = tail_fit_rows(top, k_rows, config, xp)
     fits = xp.astype(k_rows - xp.clip(k_rows // 20, min=1) >= 2, rho.dtype)
@@ -315,11 +410,22 @@ def update_beta_pool(
     *,
     finite: Array | None = None,
 ) -> dict[str, Array]:
-    """``update_beta`` where the pool's size ``|V|`` is an array (0-d integer): per-row numbers
-    of negatives. ``top_global`` holds the largest ``beta_tail_size`` of the largest pool the
-    shapes allow, descending (``-inf`` where the pool is smaller); the fit keeps its first
-    ``k_g = min(int(max(beta_min_tail, beta_tail_fraction |V|)), |V|)``, computed in
-    ``top_global``'s dtype (as Python does in float64).
+    """``update_beta`` where the pool's size ``|V|`` is an array: per-row numbers of negatives.
+
+    The fit keeps the first ``k_g = min(int(max(beta_min_tail, beta_tail_fraction |V|)), |V|)``,
+    computed in ``top_global``'s dtype (as Python does in float64).
+
+    Args:
+        top_global: 1-D, the largest ``beta_tail_size`` of the largest pool the shapes allow,
+            descending (``-inf`` where the pool is smaller).
+        pool_size: 0-d integer, ``|V|``.
+        beta_t: the 0-d state before this step.
+        config: as in ``update_beta``.
+        xp: the namespace.
+        finite: as in ``update_beta``.
+
+    Returns:
+        As ``update_beta``.
     """
     width = top_global.shape[0]
     size = xp.astype(pool_size, top_global.dtype)

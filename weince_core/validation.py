@@ -6,14 +6,22 @@ from typing import Any
 
 from array_api_compat import array_namespace, device
 
+from ._types import Array, Namespace
 from .config import WEINCEConfig
-
-Array = Any
-Namespace = Any
 
 
 def namespace_of(**arrays: Array) -> Namespace:
-    """The one Array API namespace of all ``arrays``, or a ``TypeError`` naming them."""
+    """The one Array API namespace of all ``arrays``.
+
+    Args:
+        **arrays: the arrays, by the names the caller's user knows them by.
+
+    Returns:
+        Their namespace, ``xp``.
+
+    Raises:
+        TypeError: one is not an array (named), or they come from different libraries.
+    """
     for name, value in arrays.items():
         try:
             array_namespace(value)
@@ -34,7 +42,17 @@ def namespace_of(**arrays: Array) -> Namespace:
 
 
 def check_config(config: Any) -> WEINCEConfig:
-    """``config`` itself, or the paper preset for ``None``; a ``TypeError`` for anything else."""
+    """The configuration to use.
+
+    Args:
+        config: a ``WEINCEConfig``, or ``None`` for the paper preset.
+
+    Returns:
+        ``config`` itself, or ``WEINCEConfig()`` (the paper preset) for ``None``.
+
+    Raises:
+        TypeError: ``config`` is anything else.
+    """
     if config is None:
         return WEINCEConfig()
     if not isinstance(config, WEINCEConfig):
@@ -46,16 +64,46 @@ def check_config(config: Any) -> WEINCEConfig:
 
 
 def check_floating(name: str, x: Array, xp: Namespace) -> None:
+    """Require a real floating dtype.
+
+    Args:
+        name: the argument's name, for the message.
+        x: the array.
+        xp: its namespace.
+
+    Raises:
+        TypeError: ``x`` has another dtype.
+    """
     if not xp.isdtype(x.dtype, "real floating"):
         raise TypeError(f"{name} must have a real floating dtype; got {x.dtype}")
 
 
 def check_integral(name: str, x: Array, xp: Namespace) -> None:
+    """Require an integer dtype (column indices).
+
+    Args:
+        name: the argument's name, for the message.
+        x: the array.
+        xp: its namespace.
+
+    Raises:
+        TypeError: ``x`` has another dtype.
+    """
     if not xp.isdtype(x.dtype, "integral"):
         raise TypeError(f"{name} must have an integer dtype (column indices); got {x.dtype}")
 
 
 def check_same_device(names: tuple[str, str], a: Array, b: Array) -> None:
+    """Require two arrays on one device.
+
+    Args:
+        names: the two arguments' names, for the message.
+        a: the first array.
+        b: the second.
+
+    Raises:
+        ValueError: they are on different devices.
+    """
     if device(a) != device(b):
         raise ValueError(
             f"{names[0]} and {names[1]} must be on the same device; got {device(a)} and {device(b)}"
@@ -63,8 +111,15 @@ def check_same_device(names: tuple[str, str], a: Array, b: Array) -> None:
 
 
 def check_has_values(**arrays: Array) -> None:
-    """A ``ValueError`` naming any of ``arrays`` that has a shape but no values (a PyTorch
-    tensor on the ``meta`` device): the loss needs numbers. Looks at the device only."""
+    """Require arrays that hold values: not PyTorch tensors on the ``meta`` device (a shape, no
+    numbers). Looks at the device only.
+
+    Args:
+        **arrays: the arrays, by name.
+
+    Raises:
+        ValueError: naming the first array without values.
+    """
     for name, value in arrays.items():
         if getattr(value, "is_meta", False):
             raise ValueError(
@@ -74,7 +129,20 @@ def check_has_values(**arrays: Array) -> None:
 
 
 def check_pair(z_i: Array, z_j: Array, state: Array) -> Namespace:
-    """Validate the two views and the state of a two-view loss; return their namespace."""
+    """Validate the two views and the state of a two-view loss.
+
+    Args:
+        z_i: ``(N, d)``, ``N >= 2``, ``d >= 1``, a floating dtype.
+        z_j: the shape, dtype and device of ``z_i``.
+        state: a 0-d floating array on ``z_i``'s device.
+
+    Returns:
+        Their namespace.
+
+    Raises:
+        TypeError: a wrong type or dtype, named.
+        ValueError: a wrong shape or device, named.
+    """
     xp = namespace_of(z_i=z_i, z_j=z_j, state=state)
     check_has_values(z_i=z_i, z_j=z_j, state=state)
     if z_i.ndim != 2:
@@ -110,10 +178,22 @@ def check_rows(
     negatives: Array | None = None,
 ) -> Namespace:
     """Validate the arguments of the rows API (``rows_forward``, ``rows_value_and_grad``,
-    ``rows_backward``; ``beta_t`` None for the last); return their namespace.
+    ``rows_backward``).
 
-    ``positive`` is ``(R,)`` integer columns, or with ``negatives`` (per-row sets) both are
-    ``(R, C)`` boolean masks of ``sim``'s shape.
+    Args:
+        sim: ``(R, C)``, a floating dtype.
+        positive: ``(R,)`` integer columns, or with ``negatives`` (per-row sets) a boolean mask
+            of ``sim``'s shape.
+        excluded: ``(R, E)`` integer columns, or ``None``.
+        beta_t: a 0-d floating array, or ``None`` (``rows_backward``).
+        negatives: a boolean mask of ``sim``'s shape, or ``None``.
+
+    Returns:
+        Their namespace.
+
+    Raises:
+        TypeError: a wrong type or dtype, named.
+        ValueError: a wrong shape or device, named.
     """
     arrays = {"sim": sim, "positive": positive}
     for name, value in (("excluded", excluded), ("beta_t", beta_t), ("negatives", negatives)):
@@ -162,7 +242,16 @@ def check_rows(
 
 
 def check_residuals(residuals: Any, kind: type, made_by: str) -> None:
-    """A ``TypeError`` unless ``residuals`` is a ``kind`` (what ``made_by`` returns)."""
+    """Require the residuals of the matching forward pass.
+
+    Args:
+        residuals: what the caller passed.
+        kind: the residuals' class.
+        made_by: the function that returns them, for the message.
+
+    Raises:
+        TypeError: ``residuals`` is not a ``kind``.
+    """
     if not isinstance(residuals, kind):
         raise TypeError(
             f"residuals must be the {kind.__name__} that {made_by} returns; "
@@ -171,5 +260,13 @@ def check_residuals(residuals: Any, kind: type, made_by: str) -> None:
 
 
 def compute_dtype(dtype: Any, xp: Namespace) -> Any:
-    """float64 stays float64; every other float (float32, float16, bfloat16) computes in float32."""
+    """The dtype the loss is computed in.
+
+    Args:
+        dtype: the inputs' dtype.
+        xp: their namespace.
+
+    Returns:
+        float64 for float64; float32 for every other float (float32, float16, bfloat16).
+    """
     return xp.float64 if dtype == xp.float64 else xp.float32

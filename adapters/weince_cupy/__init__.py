@@ -1,13 +1,13 @@
 """WEINCE on CuPy arrays: the loss and its analytic gradient, on the inputs' GPU.
 
 CuPy has no autograd, so ``value_and_grad`` returns the gradient with the loss: the core's
-forward and analytic gradient (SPEC.md section 6), the same formula every backend uses::
+forward and analytic gradient (docs/math.md section 6), the same formula every backend uses::
 
     import cupy, weince_cupy
-    state = weince_cupy.init_state()
+    state = weince_cupy.init_state(like=z_i)  # beta_t, on z_i's device
     loss, (g_i, g_j), state, stats = weince_cupy.value_and_grad(z_i, z_j, state)
 
-The pairing forms of SPEC.md section 9 take the core's arguments and return the same
+The pairing forms of docs/math.md section 9 take the core's arguments and return the same
 ``(loss, grads, new_state, stats)``, one gradient per array argument::
 
     loss, (g_x, g_y, g_scale), state, stats = weince_cupy.two_tower_value_and_grad(
@@ -17,6 +17,10 @@ The pairing forms of SPEC.md section 9 take the core's arguments and return the 
         q, k, queue, state
     )
     loss, (g_z,), state, stats = weince_cupy.multi_positive_value_and_grad(z, labels, state)
+
+The calling convention is the core's: ``*_value_and_grad`` returns ``(loss, grads, new_state,
+stats)``, ``weince_loss`` (no gradient) ``(loss, new_state, stats)``; ``config=None`` is the
+paper preset; ``init_state(config=None, *, like=None)`` places the state on ``like``'s device.
 
 Everything runs on the device that holds ``z_i`` (whatever the current device is) and on the
 current stream; results, gradients and the new state live there too. Nothing is copied to the
@@ -92,7 +96,21 @@ def value_and_grad(
     state: cupy.ndarray,
     config: WEINCEConfig | None = None,
 ) -> tuple[cupy.ndarray, tuple[cupy.ndarray, cupy.ndarray], cupy.ndarray, dict[str, cupy.ndarray]]:
-    """``(loss, (dL/dz_i, dL/dz_j), new_state, stats)``; gradients in the inputs' dtype."""
+    """The two-view loss and its gradients, on ``z_i``'s device (docs/math.md sections 6 and 9).
+
+    Args:
+        z_i: ``(N, d)`` embeddings of the first view, ``N >= 2``.
+        z_j: ``(N, d)`` embeddings of the second view.
+        state: ``beta_t`` from ``init_state``.
+        config: the paper preset when ``None``.
+
+    Returns:
+        ``(loss, (dL/dz_i, dL/dz_j), new_state, stats)``; gradients in the inputs' dtype.
+
+    Raises:
+        TypeError: an argument is not a ``cupy.ndarray`` (named), or as the core's.
+        ValueError: as the core's (shapes, devices).
+    """
     _check_cupy(z_i=z_i, z_j=z_j, state=state)
     with z_i.device:
         return wc.two_view_value_and_grad(z_i, z_j, state, config)
@@ -104,7 +122,21 @@ def weince_loss(
     state: cupy.ndarray,
     config: WEINCEConfig | None = None,
 ) -> tuple[cupy.ndarray, cupy.ndarray, dict[str, cupy.ndarray]]:
-    """``(loss, new_state, stats)`` without the gradient."""
+    """The two-view loss without its gradient, on ``z_i``'s device.
+
+    Args:
+        z_i: ``(N, d)`` embeddings of the first view, ``N >= 2``.
+        z_j: ``(N, d)`` embeddings of the second view.
+        state: ``beta_t`` from ``init_state``.
+        config: the paper preset when ``None``.
+
+    Returns:
+        ``(loss, new_state, stats)``.
+
+    Raises:
+        TypeError: an argument is not a ``cupy.ndarray`` (named), or as the core's.
+        ValueError: as the core's (shapes, devices).
+    """
     _check_cupy(z_i=z_i, z_j=z_j, state=state)
     with z_i.device:
         return wc.two_view(z_i, z_j, state, config)
@@ -121,11 +153,23 @@ def two_tower_value_and_grad(
     *,
     scale: cupy.ndarray | float | None = None,
 ) -> tuple[cupy.ndarray, tuple[cupy.ndarray, ...], cupy.ndarray, dict[str, cupy.ndarray]]:
-    """``(loss, (dL/dx, dL/dy, dL/dscale), new_state, stats)`` of the two-tower (CLIP) form.
+    """The two-tower (CLIP) loss and its gradients, on ``x``'s device; as the core's
+    ``two_tower_value_and_grad``.
 
-    ``scale``: a positive 0-d array (CLIP's ``exp(logit_scale)``), a float, or ``None`` for
-    ``1 / config.temperature``. Arguments and results as the core's
-    ``two_tower_value_and_grad``, on ``x``'s device.
+    Args:
+        x: ``(N, d)`` rows of one tower.
+        y: ``(N, d)`` rows of the other.
+        state: ``beta_t`` from ``init_state``.
+        config: the paper preset when ``None``.
+        scale: a positive 0-d array (CLIP's ``exp(logit_scale)``), a float, or ``None`` for
+            ``1 / config.temperature``.
+
+    Returns:
+        ``(loss, (dL/dx, dL/dy, dL/dscale), new_state, stats)``.
+
+    Raises:
+        TypeError: an argument is not a ``cupy.ndarray`` (named), or as the core's.
+        ValueError: as the core's (shapes, devices).
     """
     _check_cupy(x=x, y=y, state=state)
     with x.device:
@@ -141,8 +185,24 @@ def explicit_negatives_value_and_grad(
     *,
     in_batch_negatives: bool = False,
 ) -> tuple[cupy.ndarray, tuple[cupy.ndarray, ...], cupy.ndarray, dict[str, cupy.ndarray]]:
-    """``(loss, (dL/dq, dL/dk, dL/dn), new_state, stats)`` of the explicit-negatives form:
-    ``n`` a shared ``(L, d)`` queue or paired ``(N, P, d)`` negatives, on ``q``'s device."""
+    """The explicit-negatives loss and its gradients, on ``q``'s device; as the core's
+    ``explicit_negatives_value_and_grad``.
+
+    Args:
+        q: ``(N, d)`` queries.
+        k: ``(N, d)`` their positive keys.
+        n: a shared ``(L, d)`` queue or paired ``(N, P, d)`` negatives.
+        state: ``beta_t`` from ``init_state``.
+        config: the paper preset when ``None``.
+        in_batch_negatives: the other queries' keys are negatives too.
+
+    Returns:
+        ``(loss, (dL/dq, dL/dk, dL/dn), new_state, stats)``.
+
+    Raises:
+        TypeError: an argument is not a ``cupy.ndarray`` (named), or as the core's.
+        ValueError: as the core's (shapes, devices).
+    """
     _check_cupy(q=q, k=k, n=n, state=state)
     with q.device:
         return wc.explicit_negatives_value_and_grad(
@@ -156,8 +216,22 @@ def multi_positive_value_and_grad(
     state: cupy.ndarray,
     config: WEINCEConfig | None = None,
 ) -> tuple[cupy.ndarray, tuple[cupy.ndarray], cupy.ndarray, dict[str, cupy.ndarray]]:
-    """``(loss, (dL/dz,), new_state, stats)`` of the multi-positive (SupCon) form, ``labels``
-    an integer ``(R,)`` array, on ``z``'s device."""
+    """The multi-positive (SupCon) loss and its gradient, on ``z``'s device; as the core's
+    ``multi_positive_value_and_grad``.
+
+    Args:
+        z: ``(R, d)`` rows.
+        labels: ``(R,)`` integers: rows with equal labels are positives of each other.
+        state: ``beta_t`` from ``init_state``.
+        config: the paper preset when ``None``.
+
+    Returns:
+        ``(loss, (dL/dz,), new_state, stats)``.
+
+    Raises:
+        TypeError: an argument is not a ``cupy.ndarray`` (named), or as the core's.
+        ValueError: as the core's (shapes, devices).
+    """
     _check_cupy(z=z, labels=labels, state=state)
     with z.device:
         return wc.multi_positive_value_and_grad(z, labels, state, config)

@@ -1,7 +1,7 @@
 """weince_cupy's CUDA kernels (``kernels/*.cu``), compiled by CuPy (``cupy.RawKernel``, NVRTC)
 on first use, and the hooks that let the core use them.
 
-``select.cu``: the per-row top-k selection with the tie rule (SPEC.md section 8);
+``select.cu``: the per-row top-k selection with the tie rule (docs/math.md section 8);
 ``rowpass.cu``: the fused row pass (the blended logits' logsumexp and the dense gradient).
 float32 and float64, on the current device and stream. Where a kernel does not apply (another
 framework's arrays, more shared memory than a block may have), its hook returns ``None`` and

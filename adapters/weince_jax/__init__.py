@@ -3,17 +3,22 @@
     import weince_jax
     from weince_jax import WEINCEConfig
 
-    state = weince_jax.init_state()             # WEINCEState(beta_t), a pytree
+    state = weince_jax.init_state(like=z_i)     # WEINCEState(beta_t), a pytree, on z_i's device
     loss, (state, stats) = weince_jax.weince_loss(z_i, z_j, state, config=WEINCEConfig.paper())
 
-The pairing forms of SPEC.md section 9 take the core's arguments and return the same::
+The pairing forms of docs/math.md section 9 take the core's arguments and return the same::
 
     loss, (state, stats) = weince_jax.two_tower(x, y, state, config, scale=jnp.exp(logit_scale))
     loss, (state, stats) = weince_jax.explicit_negatives(q, k, queue, state, config)
     loss, (state, stats) = weince_jax.multi_positive(z, labels, state, config)
 
-``z_i``, ``z_j`` are ``(N, d)`` views. The result is shaped for
-``jax.value_and_grad(..., has_aux=True)``; the gradient is the core's analytic one (SPEC.md
+The calling convention is the core's forward form, ``(loss, new_state, stats)``, with the state
+and the statistics nested as ``(loss, (new_state, stats))``: ``jax.value_and_grad(...,
+has_aux=True)`` requires a function to return ``(value, aux)``. The gradient comes from
+``jax.grad`` rather than in the result. Every function takes ``config=None`` for the paper
+preset, and ``init_state(config=None, *, like=None)`` places the state on ``like``'s device.
+
+``z_i``, ``z_j`` are ``(N, d)`` views. The gradient is the core's analytic one (docs/math.md
 section 6) through a ``jax.custom_vjp``. ``config`` (a frozen ``WEINCEConfig``) is static: a new
 config compiles again, nothing else does for equal shapes. ``weince_loss`` is compiled already
 and may be called eagerly; ``jax.jit(weince_loss, static_argnames="config")`` works as well.

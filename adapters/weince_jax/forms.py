@@ -1,4 +1,4 @@
-"""The pairing forms of SPEC.md section 9 as pure, differentiable JAX functions.
+"""The pairing forms of docs/math.md section 9 as pure, differentiable JAX functions.
 
 ``two_tower`` (CLIP), ``explicit_negatives`` (queue, memory bank, mined negatives) and
 ``multi_positive`` (SupCon) follow ``weince_loss`` (the two-view form): the core form's arguments,
@@ -48,11 +48,29 @@ class Form:
 
     @property
     def inputs(self) -> tuple[str, ...]:
+        """The form's array arguments in call order.
+
+        Returns:
+            ``arrays`` then ``keywords``.
+        """
         return self.arrays + self.keywords
 
-    def call(self, suffix: str, inputs: tuple[Any, ...], beta_t: Any, config: Any, **kw: Any):
-        """The core's ``<name><suffix>`` on ``inputs`` (keyword arrays that are ``None`` left
-        out: the core's default)."""
+    def call(
+        self, suffix: str, inputs: tuple[Any, ...], beta_t: Any, config: Any, **kw: Any
+    ) -> Any:
+        """The core's ``<name><suffix>`` on ``inputs``.
+
+        Args:
+            suffix: ``"_forward"`` or ``"_value_and_grad"``.
+            inputs: the array arguments in ``inputs``'s order; keyword arrays that are ``None`` are
+                left out (the core's default).
+            beta_t: the state.
+            config: the configuration.
+            **kw: further keyword arguments of the core's function.
+
+        Returns:
+            What the core's function returns.
+        """
         count = len(self.arrays)
         keywords = dict(zip(self.keywords, inputs[count:], strict=True))
         keywords = {k: v for k, v in keywords.items() if v is not None}
@@ -76,7 +94,7 @@ def two_tower(
     scale: jax.Array | float | None = None,
     axis_name: AxisName | None = None,
 ) -> tuple[jax.Array, tuple[WEINCEState, Stats]]:
-    """``(loss, (new_state, stats))`` of the two-tower (CLIP) form (SPEC.md section 9).
+    """``(loss, (new_state, stats))`` of the two-tower (CLIP) form (docs/math.md section 9).
 
     Args:
         x: ``(N, d)`` rows of one tower (images), ``N >= 2``.
@@ -122,7 +140,7 @@ def explicit_negatives(
     *,
     in_batch_negatives: bool = False,
 ) -> tuple[jax.Array, tuple[WEINCEState, Stats]]:
-    """``(loss, (new_state, stats))`` of the explicit-negatives form (SPEC.md section 9).
+    """``(loss, (new_state, stats))`` of the explicit-negatives form (docs/math.md section 9).
 
     Args:
         q: ``(N, d)`` queries.

@@ -1,4 +1,4 @@
-"""The WEINCE loss as a pure, differentiable JAX function (SPEC.md; gradient: section 6).
+"""The WEINCE loss as a pure, differentiable JAX function (docs/math.md; gradient: section 6).
 
 ``weince_loss(z_i, z_j, state, config) -> (loss, (new_state, stats))``. One ``jax.custom_vjp``:
 its primal is the core's ``two_view_forward``; its forward pass under ``jax.grad`` is the core's
@@ -41,7 +41,7 @@ except ValueError:  # registered already (this module imported twice, e.g. by im
 
 
 class WEINCEState(NamedTuple):
-    """What the loss carries from step to step: ``beta_t`` (SPEC.md section 4), a 0-d array.
+    """What the loss carries from step to step: ``beta_t`` (docs/math.md section 4), a 0-d array.
 
     A NamedTuple, hence a pytree: it goes through ``jit``, ``scan`` and checkpoints with the
     rest of a train state, and can be donated.
@@ -98,9 +98,9 @@ def weince_loss(
 
     ``z_i``, ``z_j``: ``(N, d)`` arrays of one floating dtype, ``N >= 2``; ``state``: from
     ``init_state``; ``config``: the paper preset unless given (``None`` too). The result is
-    shaped for ``jax.value_and_grad(..., has_aux=True)``: the gradient (SPEC.md section 6)
+    shaped for ``jax.value_and_grad(..., has_aux=True)``: the gradient (docs/math.md section 6)
     reaches ``z_i`` and ``z_j``, in their dtype; ``new_state`` and ``stats`` carry none
-    (``lambda`` and ``beta_t`` are constants of the loss, SPEC.md sections 1-4).
+    (``lambda`` and ``beta_t`` are constants of the loss, docs/math.md sections 1-4).
 
     ``config`` is static: a new config compiles again, nothing else does for equal shapes.
     The call is compiled (an inner ``jax.jit``) and runs on the inputs' device; inside a
@@ -134,6 +134,22 @@ def weince_loss(
     implicit ``pvary``). Do not ``psum`` parameter gradients: that multiplies them by the
     number of devices (``pmean`` is harmless: it leaves a replicated value as it is). A
     ``jax.grad`` taken outside the ``shard_map`` (loss ``out_specs=P()``) is exact as well.
+
+    Args:
+        z_i: ``(N, d)`` embeddings of the first view (JAX or NumPy), ``N >= 2``.
+        z_j: ``(N, d)`` embeddings of the second view.
+        state: a ``WEINCEState`` from ``init_state``.
+        config: static; the paper preset when ``None``.
+        axis_name: inside ``jax.shard_map``, the mesh axis (or axes) the rows are split over.
+
+    Returns:
+        ``(loss, (new_state, stats))``: the core's ``(loss, new_state, stats)`` with the state and
+        the statistics nested as ``jax.value_and_grad(..., has_aux=True)`` requires.
+
+    Raises:
+        TypeError: an argument of a wrong type or dtype, or an ``axis_name`` that is not one.
+        ValueError: a wrong shape or device; an ``axis_name`` not bound here, or over which the
+            inputs do not vary.
     """
     config = check_config(config)
     z_i, z_j = _as_jax_array("z_i", z_i), _as_jax_array("z_j", z_j)

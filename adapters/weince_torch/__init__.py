@@ -7,17 +7,20 @@
 
 Functional form, state kept by the caller::
 
-    state = weince_torch.init_state(config, like=z_i)
+    state = weince_torch.init_state(config, like=z_i)   # beta_t, on z_i's device
     loss, state, stats = weince_torch.weince_loss(z_i, z_j, state, config)
 
-The pairing forms of SPEC.md section 9, each a criterion and a function (same arguments)::
+Every function returns the core's forward form, ``(loss, new_state, stats)`` (autograd gives
+the gradients); ``config=None`` is the paper preset; ``stats`` has the keys ``STAT_KEYS``.
+
+The pairing forms of docs/math.md section 9, each a criterion and a function (same arguments)::
 
     WEINCEClipLoss()(image_features, text_features, logit_scale.exp())   # CLIP, two-tower
     WEINCEQueueLoss()(q, k, queue.detach())      # a queue (L, d) or paired negatives (N, P, d)
     WEINCESupConLoss()(z, labels)                # supervised contrastive, several positives
     weince_torch.two_tower(x, y, state, config, scale=scale)  # -> (loss, new_state, stats)
 
-All run the core's forward and analytic gradient (SPEC.md), with no host synchronisation,
+All run the core's forward and analytic gradient (docs/math.md), with no host synchronisation,
 under ``torch.autocast`` and under ``torch.compile(fullgraph=True)``.
 
 Under ``torch.distributed`` (DDP, ``torchrun``), ``gather="auto"`` (the default of both) makes

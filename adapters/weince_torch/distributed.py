@@ -42,9 +42,15 @@ _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def check_gather(gather: Any) -> None:
-    """Raise unless ``gather`` is ``"auto"``, ``True``, ``False`` or a ``ProcessGroup``.
+    """Check the ``gather`` argument of a loss. Needs no process group: a constructor checks its
+    argument with it.
 
-    Needs no process group: a constructor checks its argument with it.
+    Args:
+        gather: ``"auto"``, ``True``, ``False`` or a ``ProcessGroup``.
+
+    Raises:
+        TypeError: anything else.
+        ValueError: another string, or a group this process is not a member of.
     """
     if isinstance(gather, bool) or _is_process_group(gather):
         return
@@ -62,12 +68,21 @@ def check_gather(gather: Any) -> None:
 
 
 def resolve_group(gather: Any) -> Any:
-    """The process group to gather over, or ``None`` for a loss local to this process.
+    """The process group to gather over.
 
-    ``False``: ``None``. ``"auto"``: the default group if ``torch.distributed`` is available and
-    initialised, else ``None``. ``True``: the default group, which must be initialised. A
-    ``ProcessGroup``: that group, of which this process must be a member. A group of one process
-    is ``None`` too (nothing to gather).
+    Args:
+        gather: ``False``: none. ``"auto"``: the default group if ``torch.distributed`` is
+            available and initialised, else none. ``True``: the default group, which must be
+            initialised. A ``ProcessGroup``: that group, of which this process must be a member.
+
+    Returns:
+        The group, or ``None`` for a loss local to this process (a group of one process too:
+        nothing to gather).
+
+    Raises:
+        RuntimeError: ``True`` without an initialised default group.
+        TypeError: as ``check_gather``.
+        ValueError: as ``check_gather``, or this process is not a member of the group.
     """
     if gather is False:
         return None
@@ -92,7 +107,15 @@ def resolve_group(gather: Any) -> Any:
 
 
 def collectives(group: Any) -> wc.Collectives:
-    """``weince_core.Collectives`` over ``group``: rank and size in it, and its collectives."""
+    """The core's collectives over a process group.
+
+    Args:
+        group: a ``ProcessGroup`` of more than one process.
+
+    Returns:
+        ``weince_core.Collectives``: this process's rank and the group's size, all-gather,
+        all-reduce and reduce-scatter over it.
+    """
     rank, world_size = dist.get_rank(group), dist.get_world_size(group)
 
     def gather(x: torch.Tensor) -> torch.Tensor:
@@ -114,8 +137,6 @@ def check_inputs(
 ) -> None:
     """Raise on every process unless all hold views of one shape and dtype on the group's device.
 
-    ``names``: what the errors call the two inputs (``("x", "y")`` for the two-tower form).
-
     The shapes are exchanged (one small all-gather, read back to the host) only when this
     process's shapes or dtypes differ from the last ones found equal on every process of
     ``group``, so steady-state steps add no communication and no host synchronisation. Raises
@@ -126,6 +147,16 @@ def check_inputs(
     match and the backend reports it (gloo aborts; NCCL waits for its timeout). Batches that
     change size on every process at once (the first step, an epoch's shorter last batch from a
     ``DistributedSampler``) are checked.
+
+    Args:
+        z_i: this process's rows of the first input.
+        z_j: this process's rows of the second.
+        group: the process group.
+        names: what the errors call the two inputs (``("x", "y")`` for the two-tower form).
+
+    Raises:
+        ValueError: on every process, where the processes' shapes or dtypes differ, or an input
+            is not on the device the group's backend uses.
     """
     _check_device(z_i, group)
     key = (names, tuple(z_i.shape), tuple(z_j.shape), z_i.dtype, z_j.dtype)

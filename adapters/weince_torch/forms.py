@@ -1,4 +1,4 @@
-"""The pairing forms of SPEC.md section 9 as differentiable PyTorch functions.
+"""The pairing forms of docs/math.md section 9 as differentiable PyTorch functions.
 
 ``two_tower`` (CLIP), ``explicit_negatives`` (a MoCo queue, a memory bank, mined negatives) and
 ``multi_positive`` (SupCon) return ``(loss, new_state, stats)`` like ``weince_loss`` (the
@@ -41,7 +41,7 @@ class Form:
     """How a pairing form is called in the core.
 
     Attributes:
-        name: the form's name (SPEC.md section 9), also the core's function name.
+        name: the form's name (docs/math.md section 9), also the core's function name.
         arrays: the positional array arguments, before ``state``.
         keywords: keyword array arguments (``scale``), which may be ``None``.
         differentiable: the arguments whose gradients the core returns, in its order.
@@ -54,17 +54,45 @@ class Form:
 
     @property
     def inputs(self) -> tuple[str, ...]:
+        """The form's array arguments in call order.
+
+        Returns:
+            ``arrays`` then ``keywords``.
+        """
         return self.arrays + self.keywords
 
     def value_and_grad(self) -> Any:
+        """The core's value-and-grad function of the form.
+
+        Returns:
+            ``weince_core.<name>_value_and_grad``.
+        """
         return getattr(wc, f"{self.name}_value_and_grad")
 
     def forward_only(self) -> Any:
+        """The core's forward-only function of the form.
+
+        Returns:
+            ``weince_core.<name>``.
+        """
         return getattr(wc, self.name)
 
-    def call(self, function: Any, inputs: tuple[Any, ...], state: Any, config: Any, **kw: Any):
-        """``function(*arrays, state, config, *keywords, **kw)`` with ``inputs`` in ``inputs``'s
-        order; keyword arrays that are ``None`` are left out (the core's default)."""
+    def call(
+        self, function: Any, inputs: tuple[Any, ...], state: Any, config: Any, **kw: Any
+    ) -> Any:
+        """``function(*arrays, state, config, *keywords, **kw)``.
+
+        Args:
+            function: one of the core's functions of the form.
+            inputs: the array arguments in ``inputs``'s order; keyword arrays that are ``None`` are
+                left out (the core's default).
+            state: the state.
+            config: the configuration.
+            **kw: further keyword arguments.
+
+        Returns:
+            What ``function`` returns.
+        """
         count = len(self.arrays)
         keywords = {k: v for k, v in zip(self.keywords, inputs[count:], strict=True)}
         keywords = {k: v for k, v in keywords.items() if v is not None}
@@ -90,7 +118,7 @@ def two_tower(
     local_loss: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, Stats]:
     """``(loss, new_state, stats)`` of the two-tower (CLIP) form, differentiable in ``x``,
-    ``y`` and ``scale`` (SPEC.md section 9).
+    ``y`` and ``scale`` (docs/math.md section 9).
 
     Args:
         x: ``(N, d)`` rows of one tower (images), ``N >= 2``.
@@ -134,7 +162,7 @@ def explicit_negatives(
     *,
     in_batch_negatives: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, Stats]:
-    """``(loss, new_state, stats)`` of the explicit-negatives form (SPEC.md section 9).
+    """``(loss, new_state, stats)`` of the explicit-negatives form (docs/math.md section 9).
 
     Args:
         q: ``(N, d)`` queries.
@@ -174,7 +202,7 @@ def multi_positive(
         config: the paper preset unless given.
 
     Returns:
-        ``(loss, new_state, stats)``, the statistics per row (SPEC.md section 9: a row without
+        ``(loss, new_state, stats)``, the statistics per row (docs/math.md section 9: a row without
         positives adds nothing to the loss; one without negatives has ``lambda = 0``).
     """
     _check_tensors(z=z, labels=labels, state=state)
@@ -190,7 +218,19 @@ def apply_form(
     options: tuple[tuple[str, Any], ...] = (),
     collectives: wc.Collectives | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, Stats]:
-    """``form`` through ``_FormFunction``: ``(loss, new_state, stats)``."""
+    """A pairing form through one autograd Function, ``_FormFunction``.
+
+    Args:
+        form: the form (``FORMS``).
+        inputs: its array arguments in ``form.inputs``'s order (a keyword one may be ``None``).
+        state: ``beta_t``.
+        config: the configuration (checked).
+        options: the form's non-array keyword options, as pairs.
+        collectives: the core's collectives, or ``None`` for a local loss.
+
+    Returns:
+        ``(loss, new_state, stats)``.
+    """
     loss, new_state, *values = _FormFunction.apply(
         form, config, options, collectives, state, *inputs
     )

@@ -1,4 +1,4 @@
-"""The WEINCE loss as a differentiable PyTorch function (SPEC.md; gradient: section 6).
+"""The WEINCE loss as a differentiable PyTorch function (docs/math.md; gradient: section 6).
 
 ``weince_loss(z_i, z_j, state, config) -> (loss, new_state, stats)`` is pure: the caller keeps
 ``state`` (``beta_t``). Autograd goes through one ``torch.autograd.Function``. When ``z_i`` or
@@ -73,7 +73,7 @@ def weince_loss(
 
     ``z_i``, ``z_j``: ``(N, d)`` tensors, ``N >= 2``, of one floating dtype on one device;
     ``state``: ``beta_t`` (from ``init_state``) on the same device. ``config`` defaults to the
-    paper preset. Half-precision inputs are computed in float32 (SPEC.md section 7), also under
+    paper preset. Half-precision inputs are computed in float32 (docs/math.md section 7), also under
     ``torch.autocast``; gradients come back in the inputs' dtype. ``new_state`` (in ``state``'s
     dtype) and ``stats`` carry no gradient: ``lambda`` and ``beta_t`` are constants of the loss.
     Nothing is read back to the host, so the call does not synchronise with a GPU.
@@ -101,6 +101,21 @@ def weince_loss(
     process whose shapes stay as they were does not check again, so if only some processes
     change their batch size, the mismatch surfaces in the backend's collectives instead.
     Gathered, the loss runs eagerly: under ``torch.compile`` it is a graph break.
+
+    Args:
+        z_i: ``(N, d)`` embeddings of the first view, ``N >= 2``.
+        z_j: ``(N, d)`` embeddings of the second view, of ``z_i``'s dtype and device.
+        state: ``beta_t`` from ``init_state``, on the same device.
+        config: the paper preset when ``None``.
+        gather: ``"auto"``, ``False``, ``True`` or a ``ProcessGroup``, as above.
+
+    Returns:
+        ``(loss, new_state, stats)``: the loss differentiable in ``z_i`` and ``z_j``; ``new_state``
+        in ``state``'s dtype and ``stats`` (``STAT_KEYS``) without gradient.
+
+    Raises:
+        TypeError: an argument is not a tensor, or of a wrong dtype, named.
+        ValueError: a wrong shape or device, named; gathered, processes whose shapes differ.
     """
     _check_tensors(z_i=z_i, z_j=z_j, state=state)
     config = check_config(config)

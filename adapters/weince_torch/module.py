@@ -60,13 +60,14 @@ class _StatefulCriterion(nn.Module):
 
 
 class WEINCELoss(_StatefulCriterion):
-    """Drop-in NT-Xent criterion: ``loss = criterion(z_i, z_j)`` for ``(N, d)`` views (SPEC.md).
+    """Drop-in NT-Xent criterion: ``loss = criterion(z_i, z_j)`` for ``(N, d)`` views
+    (docs/math.md).
 
     ``WEINCELoss()`` is the paper preset; ``WEINCELoss(config=WEINCEConfig.blend())`` another
     one; keyword arguments override fields (``WEINCELoss(temperature=0.2)``). Gradients reach
     both inputs through the core's analytic gradient (see ``weince_loss``).
 
-    State. The online slope ``beta_t`` (SPEC.md section 4) is the buffer ``beta_t``: it moves
+    State. The online slope ``beta_t`` (docs/math.md section 4) is the buffer ``beta_t``: it moves
     with ``.to(device)``, is saved by ``state_dict()`` and restored by ``load_state_dict()``, so a
     resumed run continues bit for bit. It is float64, shape ``(1,)``:
 
@@ -125,7 +126,15 @@ class WEINCELoss(_StatefulCriterion):
         self.gather = gather
 
     def forward(self, z_i: torch.Tensor, z_j: torch.Tensor) -> torch.Tensor:
-        """The loss of the views ``z_i``, ``z_j`` (rows paired); updates ``beta_t`` (see class)."""
+        """The loss of the views; updates ``beta_t`` (see the class).
+
+        Args:
+            z_i: ``(N, d)`` embeddings of the first view.
+            z_j: ``(N, d)`` embeddings of the second view, rows paired with ``z_i``'s.
+
+        Returns:
+            The 0-d loss; the statistics go to ``last_stats``.
+        """
         _check_tensors(z_i=z_i, z_j=z_j)
         self._check_device("z_i", z_i)
         loss, new_state, stats = weince_loss(
@@ -140,7 +149,7 @@ class WEINCELoss(_StatefulCriterion):
 
 class WEINCEClipLoss(_StatefulCriterion):
     """Drop-in for open_clip's ``ClipLoss``: ``criterion(image_features, text_features,
-    logit_scale.exp())``, the two-tower form of SPEC.md section 9 (see ``forms.two_tower``).
+    logit_scale.exp())``, the two-tower form of docs/math.md section 9 (see ``forms.two_tower``).
 
     ``logit_scale`` (here its exponential, the ``scale``) multiplies the similarities where
     ``1 / temperature`` does in the two-view form; the gradient reaches it. With the preset
@@ -176,8 +185,19 @@ class WEINCEClipLoss(_StatefulCriterion):
         logit_scale: torch.Tensor | float | None = None,
         output_dict: bool = False,
     ) -> torch.Tensor | dict[str, torch.Tensor]:
-        """The loss of matched rows (``logit_scale``: the scale, ``exp`` of CLIP's parameter;
-        ``None``: ``1 / config.temperature``); ``output_dict`` as open_clip's."""
+        """The loss of matched rows; updates ``beta_t``.
+
+        Args:
+            image_features: ``(N, d)`` rows of one tower.
+            text_features: ``(N, d)`` rows of the other, row ``a`` matched with
+                ``image_features``'s.
+            logit_scale: the scale, ``exp`` of CLIP's parameter; ``None``:
+                ``1 / config.temperature``.
+            output_dict: as open_clip's: ``{"contrastive_loss": loss}``.
+
+        Returns:
+            The 0-d loss, or the dict; the statistics go to ``last_stats``.
+        """
         _check_tensors(image_features=image_features, text_features=text_features)
         self._check_device("image_features", image_features)
         loss, new_state, stats = forms.two_tower(
@@ -195,7 +215,7 @@ class WEINCEClipLoss(_StatefulCriterion):
 
 class WEINCEQueueLoss(_StatefulCriterion):
     """``criterion(q, k, negatives)``: queries against their keys and explicit negatives, the
-    explicit-negatives form of SPEC.md section 9 (see ``forms.explicit_negatives``).
+    explicit-negatives form of docs/math.md section 9 (see ``forms.explicit_negatives``).
 
     ``negatives`` is a queue or memory bank ``(L, d)`` shared by every query (MoCo; pass
     ``queue.detach()`` or a buffer), or ``(N, P, d)``: ``P`` negatives of each query's own
@@ -219,7 +239,16 @@ class WEINCEQueueLoss(_StatefulCriterion):
         self.in_batch_negatives = in_batch_negatives
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
-        """The loss of queries ``q`` ``(N, d)``, keys ``k`` ``(N, d)`` and ``negatives``."""
+        """The loss of queries against their keys and explicit negatives; updates ``beta_t``.
+
+        Args:
+            q: ``(N, d)`` queries.
+            k: ``(N, d)`` their keys.
+            negatives: ``(L, d)`` shared (a queue: detach it) or ``(N, P, d)`` paired.
+
+        Returns:
+            The 0-d loss; the statistics go to ``last_stats``.
+        """
         _check_tensors(q=q, k=k, negatives=negatives)
         self._check_device("q", q)
         loss, new_state, stats = forms.explicit_negatives(
@@ -230,7 +259,7 @@ class WEINCEQueueLoss(_StatefulCriterion):
 
 class WEINCESupConLoss(_StatefulCriterion):
     """``criterion(z, labels)``: supervised contrastive (SupCon ``L_out``), the multi-positive
-    form of SPEC.md section 9 (see ``forms.multi_positive``).
+    form of docs/math.md section 9 (see ``forms.multi_positive``).
 
     ``z`` ``(R, d)`` (every view of every sample as a row), ``labels`` ``(R,)`` integers: rows
     with one label are positives of each other, as pytorch-metric-learning's
@@ -242,7 +271,15 @@ class WEINCESupConLoss(_StatefulCriterion):
         super().__init__(config, overrides)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The loss of the rows ``z`` with their ``labels``."""
+        """The loss of rows with their labels; updates ``beta_t``.
+
+        Args:
+            z: ``(R, d)`` rows.
+            labels: ``(R,)`` integers; rows with equal labels are positives of each other.
+
+        Returns:
+            The 0-d loss; the statistics go to ``last_stats``.
+        """
         _check_tensors(z=z, labels=labels)
         self._check_device("z", z)
         loss, new_state, stats = forms.multi_positive(z, labels, self.beta_t[0], self.config)

@@ -11,7 +11,7 @@ import pytest
 from array_api_compat import array_namespace
 
 import weince_core as wc
-from weince_core import WEINCEConfig, ops, stats
+from weince_core import WEINCEConfig, _fast_torch, ops, stats
 
 CAP = 1.0 - 1e-6
 
@@ -48,12 +48,12 @@ def test_top_k_takes_tied_columns_in_column_order(backend, k):
 
 def test_torch_exact_selection_orders_ties_by_column_on_any_device():
     torch = pytest.importorskip("torch")
-    from weince_core.ops import _exact_top_k_columns_torch
+    from weince_core._fast_torch import exact_top_k_columns
 
     x = np.random.default_rng(0).integers(-2, 3, size=(6, 50)) / 2.0
     x[0, ::2] = -0.0
     for dtype in (torch.float32, torch.float64):  # the 64-bit key of a GPU; a stable sort
-        columns = _exact_top_k_columns_torch(torch.tensor(x, dtype=dtype), 20)
+        columns = exact_top_k_columns(torch.tensor(x, dtype=dtype), 20)
         np.testing.assert_array_equal(columns.numpy(), stable_top_k_columns(x, 20, None))
 
 
@@ -180,13 +180,13 @@ def _tf32(x):
 def test_similarities_keep_float32_accuracy_when_products_are_tf32(monkeypatch):
     """TF32 emulated on the CPU: the product's inputs rounded to a 10-bit mantissa."""
     torch = pytest.importorskip("torch")
-    monkeypatch.setattr(ops, "_product", lambda a, b: _tf32(a) @ _tf32(b).T)
+    monkeypatch.setattr(_fast_torch, "product", lambda a, b: _tf32(a) @ _tf32(b).T)
     rng = np.random.default_rng(0)
     z = rng.standard_normal((64, 32))
     u = torch.tensor(z / np.linalg.norm(z, axis=1, keepdims=True), dtype=torch.float32)
     exact = u.double() @ u.double().T
     xp = array_namespace(u)
-    tf32_error = (ops._product(u, u).double() - exact).abs().max()
+    tf32_error = (_fast_torch.product(u, u).double() - exact).abs().max()
     previous = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("high")  # "may use TF32"
     try:
@@ -199,7 +199,7 @@ def test_similarities_keep_float32_accuracy_when_products_are_tf32(monkeypatch):
 
 def test_identical_views_lose_nothing_to_tf32_products(monkeypatch):
     torch = pytest.importorskip("torch")
-    monkeypatch.setattr(ops, "_product", lambda a, b: _tf32(a) @ _tf32(b).T)
+    monkeypatch.setattr(_fast_torch, "product", lambda a, b: _tf32(a) @ _tf32(b).T)
     z = np.random.default_rng(2).standard_normal((64, 32))
     config = WEINCEConfig.paper()
     state64 = wc.init_state(config, like=z)

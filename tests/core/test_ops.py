@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from array_api_compat import array_namespace
 
-from weince_core import ops
+from weince_core import _fast_jax, ops
 
 
 def values(shape, seed=0):
@@ -212,12 +212,12 @@ def test_row_top_k_by_threshold_equals_lax_top_k_values_and_columns(kind, size, 
         pytest.skip("float64 needs jax_enable_x64 (the JAX tests turn it on)")
     x = jax.numpy.asarray(_rows_for_selection(kind, size).astype(dtype))
     k = round(0.1 * size)
-    values, columns = jax.jit(lambda a: ops._top_k_rows_by_threshold(a, k))(x)
+    values, columns = jax.jit(lambda a: _fast_jax.top_k_rows_by_threshold(a, k))(x)
     expected_values, expected_columns = jax.lax.top_k(x, k)
     np.testing.assert_array_equal(np.asarray(values), np.asarray(expected_values))
     np.testing.assert_array_equal(np.asarray(columns), np.asarray(expected_columns))
-    cap = ops._compaction_slots(k)
-    _, kept, exact = ops._row_thresholds(ops._ordered_key(x), k, cap, 8)
+    cap = _fast_jax.compaction_slots(k)
+    _, kept, exact = _fast_jax.row_thresholds(_fast_jax.ordered_key(x), k, cap, 8)
     served = kind in ("random", "clustered", "masked half")
     assert bool(exact) == served
     if served:
@@ -232,5 +232,5 @@ def test_row_top_k_by_threshold_is_differentiable_like_lax_top_k():
     def gradient(select):
         return jax.grad(lambda a: (select(a)[0] ** 2).sum())(x)
 
-    by_threshold = gradient(lambda a: ops._top_k_rows_by_threshold(a, 120))
+    by_threshold = gradient(lambda a: _fast_jax.top_k_rows_by_threshold(a, 120))
     np.testing.assert_array_equal(by_threshold, gradient(lambda a: jax.lax.top_k(a, 120)))

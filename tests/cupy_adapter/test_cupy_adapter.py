@@ -157,3 +157,11 @@ def test_host_arrays_are_refused():
         weince_cupy.value_and_grad(z_i, cupy.asarray(z_j), weince_cupy.init_state())
     with pytest.raises(TypeError, match=r"state must be a cupy\.ndarray"):
         weince_cupy.value_and_grad(cupy.asarray(z_i), cupy.asarray(z_j), np.asarray(4.0))
+
+
+def test_init_state_takes_the_device_of_like_and_stays_float64():
+    like = cupy.ones(3, dtype=cupy.float32)
+    state = weince_cupy.init_state(like=like)
+    assert state.shape == () and state.dtype == cupy.float64 and state.device == like.device
+    with pytest.raises(TypeError, match=r"^like must be a cupy\.ndarray .*; got list$"):
+        weince_cupy.init_state(like=[1.0])

@@ -126,3 +126,14 @@ def test_last_stats_are_detached_tensors_of_the_last_call():
     assert stats["lambda"].shape == (128,) and stats["lambda_mean"].shape == ()
     assert torch.equal(stats["beta_t"], criterion.beta_t[0].float())
     assert stats["loss_blend"] < loss
+
+
+def test_init_state_takes_the_device_of_like_and_stays_float64():
+    config = WEINCEConfig(beta_init=2.5)
+    for like in (torch.ones(3, dtype=torch.float16), torch.ones((), device="meta")):
+        state = init_state(config, like=like)
+        assert state.shape == () and state.dtype == torch.float64
+        assert state.device == like.device
+    assert float(init_state(config)) == 2.5
+    with pytest.raises(TypeError, match=r"^like must be a torch\.Tensor .*; got list$"):
+        init_state(like=[1.0])

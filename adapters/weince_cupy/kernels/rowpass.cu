@@ -1,4 +1,4 @@
-// The fused row pass of the loss (SPEC.md sections 2 and 6), one block per row.
+// The fused row pass of the loss (docs/math.md sections 2 and 6), one block per row.
 //
 // Per row a of sim (R x C, row-major), with the gate lam_a: the blended logits
 //   G = (1 - lam) sim / tau - lam beta_w log(1 - min(sim, cap))

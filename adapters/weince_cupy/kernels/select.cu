@@ -1,4 +1,4 @@
-// Per-row top-k selection with the tie rule of SPEC.md section 8, one block per row.
+// Per-row top-k selection with the tie rule of docs/math.md section 8, one block per row.
 //
 // For each row of sim (R x C, row-major): the k columns with the largest keys
 // min(sim, cap) among the row's candidates (columns not in excluded, R x E), in the order of a

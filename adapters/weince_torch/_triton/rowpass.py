@@ -1,4 +1,4 @@
-"""The fused row pass of the loss in one Triton program per row (SPEC.md sections 2 and 6).
+"""The fused row pass of the loss in one Triton program per row (docs/math.md sections 2 and 6).
 
 Per row ``a`` of ``sim`` (``R x C``), with the gate ``lam_a``: the blended logits
 ``G = (1 - lam_a) sim / tau + lam_a beta_w (-log(1 - clip_s(sim)))`` over the candidates (the

@@ -1,4 +1,4 @@
-"""Per-row top-k selection in one Triton program per row (SPEC.md section 8's order).
+"""Per-row top-k selection in one Triton program per row (docs/math.md section 8's order).
 
 For each row of ``sim`` (``R x C``): the ``k`` columns with the largest keys
 ``clip_s(sim) = min(sim, cap)`` among the row's candidates (the columns not in ``excluded``),

@@ -50,13 +50,13 @@ def test_nan_rows_finish_with_distinct_candidates_and_leave_other_rows_exact(ker
 def test_selection_equals_the_core_torch_path_also_on_nan_rows(kernels):
     import torch
 
-    from weince_core.ops import _top_k_columns_torch
+    from weince_core._fast_torch import top_k_columns
 
     x = degenerate_rows(40, seed=4)
     x[2, :9] = np.nan
     excluded = torch.tensor(excluded_columns(x.shape[0], 40))
     _, chosen = run(kernels, x, excluded.numpy(), 9)
-    expected = _top_k_columns_torch(torch.tensor(x), 9, excluded, CAP)
+    expected = top_k_columns(torch.tensor(x), 9, excluded, CAP)
     np.testing.assert_array_equal(chosen, expected.numpy())
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import weince_core as wc
-from weince_core import WEINCEConfig, ops
+from weince_core import WEINCEConfig, _fast_torch, ops
 from weince_core.testing import assert_close_normwise
 
 
@@ -74,15 +74,16 @@ def test_the_kernels_trace_under_torch_compile_fullgraph(kernel_hooks, monkeypat
     """Dynamo traces the custom ops (their fake versions give the shapes) with no graph break;
     the compiled step equals the eager one.
 
-    The core's check of PyTorch's matmul precision settings (``ops._torch_reduced``, which
-    Dynamo cannot trace at this commit) is fixed to full precision: this test is about the
-    kernels; the compiled float32 criterion has its own test in tests/torch_adapter.
+    The core's check of PyTorch's matmul precision settings
+    (``_fast_torch.reduced_precision``, which Dynamo cannot trace at this commit) is fixed to
+    full precision: this test is about the kernels; the compiled float32 criterion has its own
+    test in tests/torch_adapter.
     """
     import torch
 
     import weince_torch
 
-    monkeypatch.setattr(ops, "_torch_reduced", lambda like: False)
+    monkeypatch.setattr(_fast_torch, "reduced_precision", lambda like: False)
 
     config = WEINCEConfig.preset("paper")
     device = kernel_hooks.device
