@@ -40,7 +40,7 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy weince_core adapters/weince_torch adapters/weince_jax adapters/weince_cupy
+	$(BIN)/mypy weince_core adapters/weince_torch adapters/weince_jax adapters/weince_cupy weince
 
 test: lint
 	$(BIN)/python -m pytest
