@@ -1,4 +1,4 @@
-"""Calling the core's pairing forms (SPEC.md section 9) by name, for the tests."""
+"""Calling the core's pairing forms (docs/math.md section 9) by name, for the tests."""
 
 from __future__ import annotations
 

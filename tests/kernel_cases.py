@@ -1,5 +1,6 @@
-"""Degenerate batches of SPEC.md section 8 for the selection kernels' tests, and the rule itself
-written plainly: a stable descending sort of the keys ``min(S, cap)`` (``-0.0`` as ``0.0``)."""
+"""Degenerate batches of docs/math.md section 8 for the selection kernels' tests, and the rule
+itself written plainly: a stable descending sort of the keys ``min(S, cap)`` (``-0.0`` as
+``0.0``)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def stable_top_k(
 
 
 def degenerate_rows(columns: int, seed: int) -> np.ndarray:
-    """One row per degenerate batch of SPEC.md section 8 (and plain rows), float32."""
+    """One row per degenerate batch of docs/math.md section 8 (and plain rows), float32."""
     rng = np.random.default_rng(seed)
     rows = [
         rng.normal(size=columns) / 3,  # distinct values

@@ -1,11 +1,11 @@
 """Reference helpers for the tests.
 
-``frozen_loss`` is a plain NumPy float64 transcription of SPEC.md sections 2 and 3 with the
+``frozen_loss`` is a plain NumPy float64 transcription of docs/math.md sections 2 and 3 with the
 statistics frozen.
 
 ``lambda``, ``beta_t`` and the hard-negative columns are inputs here, so the result is a smooth
 function of the embeddings whose true derivative is what the core's analytic gradient claims to
-be (SPEC section 6). Finite differences of it check that gradient.
+be (docs/math.md section 6). Finite differences of it check that gradient.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def form_rows(form: str, inputs: dict, in_batch_negatives: bool = False):
-    """A pairing form's rows in the core's column layout (SPEC.md section 9): ``(sim, positive,
+    """A pairing form's rows in the core's column layout (docs/math.md section 9): ``(sim, positive,
     candidates)``, the last two boolean masks ``(R, C)``."""
     if form == "two_tower":
         u_x, u_y = _unit(inputs["x"]), _unit(inputs["y"])
@@ -110,7 +110,7 @@ def frozen_rows_loss(
     config: WEINCEConfig,
     scale: float | None = None,
 ) -> float:
-    """SPEC.md sections 2, 3 and 9 on rows, with ``lambda``, ``beta_t`` and the hard negatives
+    """docs/math.md sections 2, 3 and 9 on rows, with ``lambda``, ``beta_t`` and the hard negatives
     frozen: the mean over rows with a positive of the mean over their positives ``p`` of the
     cross-entropies (blend over the candidates; top-M over ``{p} ∪ H_a``). ``hard``: each
     row's hard-negative columns, ``-1`` for none."""

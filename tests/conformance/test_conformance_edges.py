@@ -48,7 +48,8 @@ ZERO_GRADIENT = {"float64": 1e-9, "float32": 1e-4, "bfloat16": 1e-4, "float16": 
 def test_two_pairs_match_numpy_float64(backend, dtype):
     result = outcome(backend, dtype, "paper", TWO_PAIRS)
     assert_agree(result, QUANTITIES, f"{backend.id} {dtype} N=2")
-    # With K = 2 negatives the tail fits have one point: dAIC = 0 for every anchor (SPEC 1.8).
+    # With K = 2 negatives the tail fits have one point: dAIC = 0 for every anchor
+    # (docs/math.md section 1, step 8).
     assert np.all(result.reference[0].stats["d_aic"] == 0)
 
 

@@ -1,4 +1,4 @@
-"""Every pairing form on every installed backend (SPEC.md section 9), through the framework's
+"""Every pairing form on every installed backend (docs/math.md section 9), through the framework's
 adapter where there is one: the reference vectors of ``../shared/golden_forms`` to 1e-10 in
 float64, and seeded inputs against the NumPy float64 core (the crosscheck's tolerances) in
 float64 and float32."""
@@ -13,7 +13,7 @@ from weince.cli import forms_check
 from weince_core.testing import all_backends
 
 BACKENDS = all_backends()
-GOLDEN = 1e-10  # normwise relative, every quantity (SPEC.md: "about 1e-10 relative")
+GOLDEN = 1e-10  # normwise relative, every quantity: the reference vectors' own precision
 
 
 def assert_matches(actual: np.ndarray, expected: np.ndarray, what: str) -> None:

@@ -222,8 +222,8 @@ def test_settings_at_the_ends_of_the_ranges_are_finite_and_agree_across_backends
     backends = [b for b in all_backends(["numpy", "strict", "torch-cpu", "jax-cpu"])]
     runnable = [b for b in backends if not b.skip_reason]
     numpy = next(b for b in runnable if b.id == "numpy")
-    # float64 to 1e-9 (SPEC section 8); float32 within 1e-3 of NumPy float32 (the identical views
-    # at temperature 0.01 hold a loss of 1e-6 that float32 resolves to about 1e-6 absolute).
+    # float64 to 1e-9 (docs/math.md section 8); float32 within 1e-3 of NumPy float32 (the identical
+    # views at temperature 0.01 hold a loss of 1e-6 that float32 resolves to about 1e-6 absolute).
     for dtype, rtol, atol in (("float64", 1e-9, 1e-12), ("float32", 1e-3, 1e-5)):
         inputs = tuple(tuple(z.astype(dtype).astype(np.float64) for z in b) for b in batches)
         _, expected = numpy.run_steps(inputs, config, dtype)

@@ -1,5 +1,5 @@
 """The pairing forms' reference vectors (../shared/golden_forms), reproduced by the core on
-every backend in float64, step by step with the state carried (SPEC.md section 9)."""
+every backend in float64, step by step with the state carried (docs/math.md section 9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The pairing forms' analytic gradients (SPEC.md sections 6 and 9), ``dL/dscale`` included,
+"""The pairing forms' analytic gradients (docs/math.md sections 6 and 9), ``dL/dscale`` included,
 against finite differences of the loss with its statistics frozen, in float64."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Each pairing form equals the two-view form (or CLIP's cross-entropy) where SPEC.md section 9
+"""Each pairing form equals the two-view form (or CLIP's cross-entropy) where docs/math.md section 9
 says it does, to 1e-12 in float64."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The analytic gradient (SPEC section 6) against finite differences, every preset."""
+"""The analytic gradient (docs/math.md section 6) against finite differences, every preset."""
 
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ def test_loss_gradients_and_state_are_finite_for_degenerate_inputs(kind, n, d, s
     z_i, z_j = (z.astype(dtype) for z in embeddings(kind, n, d, seed))
     loss, (grad_i, grad_j), state, stats = run(z_i, z_j, preset)
     if dtype == np.float16 and kind == "zero_rows":
-        # A zero row's gradient is g / 1e-8 (SPEC section 6): finite in float32, but past
+        # A zero row's gradient is g / 1e-8 (docs/math.md section 6): finite in float32, but past
         # float16's largest value (65504). Only the float32 loss and state are checked here.
         grad_i, grad_j = np.zeros_like(grad_i), np.zeros_like(grad_j)
     assert np.isfinite(loss) and np.isfinite(state)

@@ -1,4 +1,5 @@
-"""JAX's gradient of ``weince_loss`` is the core's analytic gradient (SPEC.md section 6), float64.
+"""JAX's gradient of ``weince_loss`` is the core's analytic gradient, float64
+(docs/math.md section 6).
 
 ``lambda`` and ``beta_t`` are constants of the loss and the hard-negative selection is not
 differentiated, so finite differences of the whole loss only equal the gradient where those do

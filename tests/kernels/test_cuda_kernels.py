@@ -3,7 +3,7 @@
 1. compiled for sm_90 by NVRTC from pip (syntax, types, shared memory within the limits);
 2. compiled by the host's C++ compiler against ``cuda_shim.h`` (CUDA threads as threads,
    ``__syncthreads`` a barrier) under ThreadSanitizer, with 32 threads a block, and run on the
-   degenerate batches of SPEC.md section 8: the selection against the rule written plainly (a
+   degenerate batches of docs/math.md section 8: the selection against the rule written plainly (a
    stable descending sort of the keys), the row pass against its formulas in float64.
 """
 

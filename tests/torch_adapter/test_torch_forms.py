@@ -1,5 +1,6 @@
 """The pairing forms in PyTorch: ``WEINCEClipLoss``, ``WEINCEQueueLoss``, ``WEINCESupConLoss``
-and the functions ``two_tower``, ``explicit_negatives``, ``multi_positive`` (SPEC.md section 9).
+and the functions ``two_tower``, ``explicit_negatives``, ``multi_positive``
+(docs/math.md section 9).
 
 - ``torch.autograd.gradcheck`` on each form in float64 where the statistics are constant
   (gate and ``beta_t`` frozen: finite differences see the analytic gradient only there), the

@@ -1,7 +1,7 @@
 """The gradient through autograd is the core's analytic gradient, and it is right.
 
 - ``torch.autograd.gradcheck`` in float64, on configurations where the statistics are constant
-  (``lambda`` and ``beta_t`` are constants of the loss, SPEC.md sections 1-4, so finite
+  (``lambda`` and ``beta_t`` are constants of the loss, docs/math.md sections 1-4, so finite
   differences see the analytic gradient only where they do not move);
 - equality with the core on NumPy arrays (loss, gradients, state, statistics) on random inputs;
 - gradient flows to both inputs, and only there.

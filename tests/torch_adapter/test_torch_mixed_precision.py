@@ -1,6 +1,6 @@
 """Half precision and ``torch.autocast``: finite loss and gradients, collapsed inputs included.
 
-The core computes half-precision inputs in float32 (SPEC.md section 7) and the adapter runs it
+The core computes half-precision inputs in float32 (docs/math.md section 7) and the adapter runs it
 outside autocast, so autocast changes nothing about the loss of given embeddings; gradients come
 back in each input's dtype.
 """

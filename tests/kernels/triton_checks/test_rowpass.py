@@ -1,4 +1,4 @@
-"""The fused row pass against its formulas (SPEC.md sections 2 and 6) computed in float64."""
+"""The fused row pass against its formulas (docs/math.md sections 2 and 6) computed in float64."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The per-row selection kernel against the rule of SPEC.md section 8, written plainly: a stable
-descending sort of the keys ``min(S, 1 - eps)`` (``-0.0`` as ``0.0``, excluded columns out)."""
+"""The per-row selection kernel against the rule of docs/math.md section 8, written plainly: a
+stable descending sort of the keys ``min(S, 1 - eps)`` (``-0.0`` as ``0.0``, excluded columns
+out)."""
 
 from __future__ import annotations
 
