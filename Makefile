@@ -42,13 +42,14 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy weince_core adapters/weince_torch adapters/weince_jax adapters/weince_cupy weince
 
+# In parallel (pytest-xdist); loadscope keeps a module's process-starting fixtures on one worker.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadscope
 
 # On a machine with a CUDA GPU (and CuPy installed): the GPU-only tests, in one process (xdist's
 # workers would each take a share of the GPU's memory).
 gpu-test: setup
-	$(BIN)/python -m pytest -m gpu -n 0
+	$(BIN)/python -m pytest -m gpu
 
 clean:
 	rm -rf $(VENV)

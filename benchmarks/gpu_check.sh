@@ -4,8 +4,8 @@
 #
 #     OUT=gpu-logs bash benchmarks/gpu_check.sh      # from the repository root
 #
-# Needs ../shared/golden, WEINCE_GOLDEN, or a copy in .device/golden; missing pure-Python
-# packages (array-api-compat, -strict, -extra) may come as wheels in .whl/.
+# The reference vectors are the repository's (tests/data); missing pure-Python packages
+# (array-api-compat, -strict, -extra) may come as wheels in .whl/.
 set -uo pipefail
 OUT=${OUT:-gpu-logs}
 PY=${PYTHON:-python3}
@@ -16,9 +16,6 @@ if ! "$PY" -c "import array_api_compat" 2>/dev/null && [ -d .whl ]; then
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$PWD:$PWD/adapters${PYTHONPATH:+:$PYTHONPATH}
-if [ -z "${WEINCE_GOLDEN:-}" ] && [ ! -d ../shared/golden ] && [ -d .device/golden ]; then
-  export WEINCE_GOLDEN=$PWD/.device/golden
-fi
 
 step() {  # step LOG SECONDS COMMAND...: time-limited, appended to $OUT/LOG.log
   local log=$1 seconds=$2

@@ -9,9 +9,8 @@
 # From the repository root on a machine with a CUDA build of jax:
 #     bash benchmarks/gpu_check_jax.sh
 # With a proposed core in .device/core_jax/weince_core, the speed benchmark runs once more with
-# it. Reference vectors: ../shared/golden, WEINCE_GOLDEN, or a copy in .device/golden. Packages
-# the machine lacks (array-api-compat) may come as wheels in .whl/. SPEED_SIZES shrinks the runs
-# (a dry run on a CPU: add DEVICES=cpu).
+# it. Packages the machine lacks (array-api-compat) may come as wheels in .whl/. SPEED_SIZES
+# shrinks the runs (a dry run on a CPU: add DEVICES=cpu).
 set -uo pipefail
 OUT=${OUT:-weince-out/jax}
 PY=${PYTHON:-python3}
@@ -26,9 +25,6 @@ if ! "$PY" -c "import array_api_compat" 2>/dev/null && [ -d .whl ]; then
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$PWD:$PWD/adapters${PYTHONPATH:+:$PYTHONPATH}
-if [ -z "${WEINCE_GOLDEN:-}" ] && [ ! -d ../shared/golden ] && [ -d .device/golden ]; then
-  export WEINCE_GOLDEN=$PWD/.device/golden
-fi
 
 status=0
 stage() {  # stage SECONDS NAME COMMAND...: run it with a time limit, its log in $OUT/NAME.log

@@ -8,8 +8,6 @@
 # From the repository root on a machine with a CUDA GPU:
 #     bash benchmarks/gpu_check_torch.sh
 # Each stage has its own time limit; all together they stay under 10 minutes.
-# Needs the reference vectors: ../shared/golden beside the checkout, or WEINCE_GOLDEN, or a copy
-# in .device/golden (made here with `mkdir -p .device && cp -r ../shared/golden .device/`).
 # Python packages the machine lacks (array-api-compat) may come as wheels in .whl/.
 set -uo pipefail
 OUT=${OUT:-weince-out}
@@ -24,9 +22,6 @@ if ! "$PY" -c "import array_api_compat" 2>/dev/null && [ -d .whl ]; then
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$PWD:$PWD/adapters${PYTHONPATH:+:$PYTHONPATH}
-if [ -z "${WEINCE_GOLDEN:-}" ] && [ ! -d ../shared/golden ] && [ -d .device/golden ]; then
-  export WEINCE_GOLDEN=$PWD/.device/golden
-fi
 
 status=0
 {

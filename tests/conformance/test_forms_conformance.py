@@ -1,5 +1,5 @@
 """Every pairing form on every installed backend (docs/math.md section 9), through the framework's
-adapter where there is one: the reference vectors of ``../shared/golden_forms`` to 1e-10 in
+adapter where there is one: the reference vectors of ``tests/data/golden_forms`` to 1e-10 in
 float64, and seeded inputs against the NumPy float64 core (the crosscheck's tolerances) in
 float64 and float32."""
 

@@ -1,4 +1,4 @@
-"""The pairing forms' reference vectors (../shared/golden_forms), reproduced by the core on
+"""The pairing forms' reference vectors (tests/data/golden_forms), reproduced by the core on
 every backend in float64, step by step with the state carried (docs/math.md section 9)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The reference vectors of ../shared/golden through ``weince_jax.weince_loss`` under ``jax.jit``.
+"""The reference vectors (tests/data/golden) through ``weince_jax.weince_loss`` under ``jax.jit``.
 
 Loss, gradients from ``jax.value_and_grad``, statistics, and the state carried from step to step:
 float64 (x64 is on in the test session) to the reference tolerance, float32 within 1e-5.

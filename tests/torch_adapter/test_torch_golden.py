@@ -1,4 +1,4 @@
-"""The reference vectors of ../shared/golden, reproduced through ``WEINCELoss`` step by step.
+"""The reference vectors (tests/data/golden), reproduced through ``WEINCELoss`` step by step.
 
 Loss, gradients from ``.backward()``, ``last_stats`` and the ``beta_t`` buffer carried across
 steps: float64 to the reference tolerance, float32 within 1e-5 (normwise).

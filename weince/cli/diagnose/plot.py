@@ -10,7 +10,7 @@ from scipy import stats
 
 
 def plot_diagnosis(path: Path, diagnosis: Any, title: str = "") -> None:
-    """Write a 2 x 2 PNG of a ``weince.diagnosis.Diagnosis``.
+    """Write a 2 x 2 PNG of a ``weince.cli.diagnose.diagnosis.Diagnosis``.
 
     Args:
         path: the PNG to write.
