@@ -10,10 +10,10 @@ The backend matrix
 ------------------
 A backend is an array library on one device: it builds arrays from NumPy data
 (:meth:`Backend.asarray`), compiles where the library compiles (:meth:`Backend.jit`), reads
-results back as float64 NumPy arrays (:meth:`Backend.to_numpy`) and runs the core's two-view loss
-for a few steps with the state carried (:meth:`Backend.run_core`). Listing the backends only
-looks the libraries up (``importlib.util.find_spec``); a probe for a device imports the one
-library it probes.
+results back as float64 NumPy arrays (:meth:`Backend.to_numpy`); :func:`run_core_form` runs the
+core's loss of any pairing form on it for a few steps with the state carried. Listing the
+backends only looks the libraries up (``importlib.util.find_spec``); a probe for a device imports
+the one library it probes.
 
 Nothing here imports an adapter (``weince_torch``, ``weince_jax``, ``weince_cupy``) or the
 command-line tools, and a test checks it (tests/test_boundaries.py): a backend *names* its
