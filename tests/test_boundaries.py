@@ -111,9 +111,9 @@ def _sources(folder: Path) -> list[Path]:
     return sorted(folder.rglob("*.py"))
 
 
-def _report(found: dict[Path, list[tuple[int, str]]]) -> str:
+def _report(found: dict[Path, list[tuple[int, str]]], base: Path = ROOT) -> str:
     return "\n".join(
-        f"{path.relative_to(ROOT)}:{line}: imports {name}"
+        f"{path.relative_to(base).as_posix()}:{line}: imports {name}"
         for path, hits in found.items()
         for line, name in hits
     )
@@ -181,14 +181,16 @@ def test_the_checker_resolves_relative_imports():
 # -- the repository -------------------------------------------------------------------------
 
 
-def _check(paths: list[Path], root: Path, forbidden: Callable[[str], bool]) -> str:
+def _check(
+    paths: list[Path], root: Path, forbidden: Callable[[str], bool], base: Path = ROOT
+) -> str:
     assert paths, f"no source found under {root}"
     found = {}
     for path in paths:
         hits = violations(path.read_text(), _package(path, root), forbidden)
         if hits:
             found[path] = hits
-    return _report(found)
+    return _report(found, base)
 
 
 def test_the_core_imports_no_adapter_and_no_tool():
@@ -208,42 +210,32 @@ def test_an_adapter_imports_no_other_adapter_and_no_tool(adapter):
     assert not found, f"{adapter} may import only weince_core and itself:\n{found}"
 
 
-# Test files that still import the tools, and the tool modules each may import, until the
-# pairing forms' runs move out of the tools (each entry is checked:
-# one that no longer holds fails the test, so that it is taken off).
-PENDING: dict[str, set[str]] = {
-    # The pairing forms' runs (cases, runs through the adapters, comparison).
-    "tests/conformance/test_forms_conformance.py": {"weince.cli"},
-    "tests/cupy_adapter/test_cupy_forms.py": {"weince.cli"},
-    "tests/jax_adapter/test_jax_forms.py": {"weince.cli"},
-    "tests/torch_adapter/test_torch_forms.py": {"weince.cli"},
-}
+def tools_imports_in(tests: Path, root: Path) -> str:
+    """The imports of the tools by tests outside ``tests/cli``, one line each.
+
+    Args:
+        tests: the tests' folder.
+        root: the folder the packages of ``tests`` are relative to.
+
+    Returns:
+        The report; empty when there is none.
+    """
+    paths = [p for p in _sources(tests) if "cli" not in p.relative_to(tests).parts[:1]]
+    return _check(paths, root, is_tools, base=root)
 
 
-def _pending(path: Path) -> tuple[str, set[str]] | None:
-    relative = path.relative_to(ROOT).as_posix()
-    for entry, allowed in PENDING.items():
-        if relative == entry or relative.startswith(f"{entry}/"):
-            return entry, allowed
-    return None
+def test_the_tests_check_finds_a_planted_tools_import(tmp_path):
+    tests = tmp_path / "tests"
+    (tests / "core").mkdir(parents=True)
+    (tests / "cli").mkdir()
+    (tests / "core" / "test_planted.py").write_text("from weince.cli import forms_check\n")
+    (tests / "cli" / "test_allowed.py").write_text("from weince.cli import crosscheck\n")
+    (tests / "test_library.py").write_text("from weince.testing import run_case\n")
+    found = tools_imports_in(tests, tmp_path)
+    assert "tests/core/test_planted.py:1: imports weince.cli" in found
+    assert "test_allowed" not in found and "test_library" not in found
 
 
 def test_no_test_outside_tests_cli_imports_the_tools():
-    tests = ROOT / "tests"
-    paths = [p for p in _sources(tests) if "cli" not in p.relative_to(tests).parts[:1]]
-    assert paths, f"no source found under {tests}"
-    found: dict[Path, list[tuple[int, str]]] = {}
-    used: dict[str, set[str]] = {entry: set() for entry in PENDING}
-    for path in paths:
-        hits = violations(path.read_text(), _package(path, ROOT), is_tools)
-        pending = _pending(path)
-        if pending is not None:
-            entry, allowed = pending
-            used[entry] |= {name for _, name in hits if name in allowed}
-            hits = [(line, name) for line, name in hits if name not in allowed]
-        if hits:
-            found[path] = hits
-    assert not found, f"tests outside tests/cli must not import the tools:\n{_report(found)}"
-    stale = {entry: allowed - used[entry] for entry, allowed in PENDING.items()}
-    stale = {entry: names for entry, names in stale.items() if names}
-    assert not stale, f"PENDING allows imports that no longer happen; take them off: {stale}"
+    found = tools_imports_in(ROOT / "tests", ROOT)
+    assert not found, f"tests outside tests/cli must not import the tools:\n{found}"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from forms_cases import GOLDEN_NAMES, golden_inputs
 
-from weince.cli import forms_check
-from weince_core.testing import all_backends
+from weince.testing import run_case, run_form
+from weince_core.testing import FORMS, FormCase, all_backends, differentiable, form_cases
 
 BACKENDS = all_backends()
 GOLDEN = 1e-10  # normwise relative, every quantity: the reference vectors' own precision
@@ -39,16 +39,14 @@ def test_golden_forms_on_every_backend(backend, golden_form):
         pytest.skip(f"{backend.id} has no float64")
     steps = [golden_inputs(golden_form, t) for t in range(golden_form.steps)]
     form = golden_form.meta["form"]
-    case = forms_check.FormCase(
-        form, golden_form.name, tuple(steps[0][1].items()), tuple(s[0] for s in steps)
-    )
-    path, results = forms_check.run_form(backend, case, golden_form.config, "float64")
+    case = FormCase(form, golden_form.name, tuple(steps[0][1].items()), tuple(s[0] for s in steps))
+    path, results = run_form(backend, case, golden_form.config, "float64")
     assert path == ("adapter" if backend.adapter else "core")
     for t, result in enumerate(results):
         expected = golden_form.step(t)
         assert_matches(result.loss, expected["loss"], f"step {t} loss")
         assert_matches(result.state, expected["beta_t"], f"step {t} beta_t carried")
-        for name in forms_check.differentiable(form):
+        for name in differentiable(form):
             grad = expected[f"grad_{GOLDEN_NAMES.get(name, name)}"]
             assert_matches(result.grads[name], grad, f"step {t} grad_{name}")
         for key in ("lambda", "beta_t", "rho", "d_aic", "rho0"):
@@ -56,11 +54,11 @@ def test_golden_forms_on_every_backend(backend, golden_form):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("form", [f for f in forms_check.FORMS if f != "two_view"])
+@pytest.mark.parametrize("form", [f for f in FORMS if f != "two_view"])
 def test_every_form_matches_the_numpy_float64_core(backend, form, dtype):
     if not backend.supports(dtype) or (backend.id == "numpy" and dtype == "float64"):
         pytest.skip(f"{backend.id} {dtype}: not a comparison")
-    for case in forms_check.form_cases(form, n=6, d=5, steps=2, seed=3):
-        row = forms_check.run_case(backend, case, "paper", dtype, "adapter")
+    for case in form_cases(form, n=6, d=5, steps=2, seed=3):
+        row = run_case(backend, case, "paper", dtype, "adapter")
         assert row.passed, (case.name, row.error, row.wrong_dtype, row.failed, row.differences)
-        assert set(row.differences) >= {f"grad_{k}" for k in forms_check.differentiable(form)}
+        assert set(row.differences) >= {f"grad_{k}" for k in differentiable(form)}

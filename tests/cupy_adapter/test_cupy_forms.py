@@ -10,9 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from weince.cli import forms_check
 from weince_core import WEINCEConfig
-from weince_core.testing import RTOL_FLOAT64, assert_close_normwise
+from weince_core.testing import (
+    RTOL_FLOAT64,
+    assert_close_normwise,
+    differentiable,
+    form_cases,
+    form_reference,
+)
 
 cupy = pytest.importorskip("cupy", reason="CuPy is not installed")
 try:
@@ -31,8 +36,8 @@ FORMS = ["two_tower", "explicit_negatives", "multi_positive"]
 @pytest.mark.parametrize("form", FORMS)
 def test_every_form_equals_the_numpy_core_and_stays_on_the_device(form):
     config = WEINCEConfig.paper(min_tail=8, top_m=6, beta_min_tail=64)
-    for case in forms_check.form_cases(form, n=24, d=8, steps=2, seed=1):
-        expected = forms_check.reference(case, config)
+    for case in form_cases(form, n=24, d=8, steps=2, seed=1):
+        expected = form_reference(case, config)
         function = getattr(weince_cupy, f"{form}_value_and_grad")
         state = weince_cupy.init_state(config)
         for batch, want in zip(case.batches, expected, strict=True):
@@ -45,7 +50,7 @@ def test_every_form_equals_the_numpy_core_and_stays_on_the_device(form):
             assert isinstance(state, cupy.ndarray)
             assert_close_normwise(loss.get(), want.loss, RTOL_FLOAT64, f"{case.name} loss")
             assert_close_normwise(state.get(), want.state, RTOL_FLOAT64, f"{case.name} beta_t")
-            names = forms_check.differentiable(form)
+            names = differentiable(form)
             for name, grad in zip(names, grads, strict=True):
                 assert_close_normwise(
                     grad.get(), want.grads[name], RTOL_FLOAT64, f"{case.name} grad_{name}"

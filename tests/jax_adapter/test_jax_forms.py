@@ -30,7 +30,7 @@ jnp = pytest.importorskip("jax.numpy")
 check_grads = pytest.importorskip("jax.test_util").check_grads
 
 import weince_jax  # noqa: E402
-from weince.cli import forms_check  # noqa: E402
+from weince_core.testing import FORM_ARRAYS, differentiable, form_cases  # noqa: E402
 from weince_jax import WEINCEConfig, WEINCEState  # noqa: E402
 
 FROZEN = WEINCEConfig.paper(kappa_rho=0.0, kappa_aic=0.0, estimate_beta=False, top_m=5, min_tail=8)
@@ -40,18 +40,18 @@ WORKER = Path(__file__).with_name("forms_sharded_worker.py")
 
 def call(form, arrays, state, config, options=()):
     keywords = {"scale": arrays["scale"]} if form == "two_tower" else {}
-    positional = [arrays[k] for k in forms_check.ARRAYS[form] if k not in keywords]
+    positional = [arrays[k] for k in FORM_ARRAYS[form] if k not in keywords]
     return getattr(weince_jax, form)(*positional, state, config, **keywords, **dict(options))
 
 
 def cases(form, n=5, d=4, seed=0, steps=1):
-    for case in forms_check.form_cases(form, n, d, steps, seed):
+    for case in form_cases(form, n, d, steps, seed):
         yield case, [{k: jnp.asarray(v) for k, v in batch.items()} for batch in case.batches]
 
 
 def frozen_loss(form, arrays, options):
     """The loss of ``form`` as a function of its differentiable arrays (statistics frozen)."""
-    names = forms_check.differentiable(form)
+    names = differentiable(form)
     state = weince_jax.init_state(FROZEN)
 
     def loss(*values):

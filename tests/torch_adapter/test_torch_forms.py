@@ -24,7 +24,7 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 import weince_torch  # noqa: E402
-from weince.cli import forms_check  # noqa: E402
+from weince_core.testing import FORM_ARRAYS, differentiable, form_cases  # noqa: E402
 from weince_torch import (  # noqa: E402
     STAT_KEYS,
     WEINCEClipLoss,
@@ -41,20 +41,20 @@ FORMS = ["two_tower", "explicit_negatives", "multi_positive"]
 
 def cases(form, n=5, d=4, seed=0, steps=1):
     """The crosscheck's cases of ``form``, as torch float64 tensors (``(case, [arrays])``)."""
-    for case in forms_check.form_cases(form, n, d, steps, seed):
+    for case in form_cases(form, n, d, steps, seed):
         yield case, [{k: torch.asarray(v) for k, v in batch.items()} for batch in case.batches]
 
 
 def call(form, arrays, state, config, options=()):
     """``weince_torch.<form>`` on the arrays of one batch: ``(loss, new_state, stats)``."""
     keywords = {"scale": arrays["scale"]} if form == "two_tower" else {}
-    positional = [arrays[k] for k in forms_check.ARRAYS[form] if k not in keywords]
+    positional = [arrays[k] for k in FORM_ARRAYS[form] if k not in keywords]
     return getattr(weince_torch, form)(*positional, state, config, **keywords, **dict(options))
 
 
 def frozen_loss(form, arrays, options):
     """The loss of ``form`` as a function of its differentiable arrays (statistics frozen)."""
-    names = forms_check.differentiable(form)
+    names = differentiable(form)
     state = init_state(FROZEN)
 
     def loss_of(*values):

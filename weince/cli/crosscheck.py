@@ -22,7 +22,7 @@ import math
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,13 +37,13 @@ from weince.cli.args import (
     output_file,
     positive_int,
 )
-from weince.cli.output import json_ready, table, track, write_json
-from weince.testing import PATHS, Backend, all_backends
+from weince.cli.output import table, track, write_json
+from weince.testing import PATHS, Backend, Row, all_backends
 from weince_core import WEINCEConfig
 from weince_core.testing import (
     BACKEND_IDS,
     DTYPES,
-    Difference,
+    VERDICT,
     ReferenceCache,
     StepResult,
     Tolerance,
@@ -54,21 +54,6 @@ from weince_core.testing import (
 
 PRESETS = ("paper", "blend", "infonce")
 TABLE_QUANTITIES = ("loss", "grad", "lambda", "beta_t")
-# The verdict: a fixed tolerance per dtype, the same whatever the inputs. float64: the agreement
-# docs/math.md section 8 promises (1e-9; measured below 4e-10 even with rows 1e-3 apart). The other
-# dtypes compute in float32, whose cap 1 - eps is not 1 - 1e-6 but 1 - 1.0133e-6: on batches
-# with copies the clamped logits differ from float64's by design, moving the loss by up to 6e-4
-# (measured), hence 1e-3; bfloat16 and float16 return gradients rounded to 2^-8 and 2^-11.
-# Pairs just short of the cap (1 - cosine from ~1e-6 to ~1e-4, held by float32 to few digits)
-# can fail float32 rows (measured: gradients 0.3 off at 1 - cosine ~ 1e-6): float32 cannot
-# compute them to 1e-3, and the verdict says so rather than widening.
-VERDICT: dict[str, Tolerance] = {
-    "float64": Tolerance(value=1e-9, lam=1e-9, grad=1e-9, d_aic=1e-9),
-    "float32": Tolerance(value=1e-3, lam=1e-3, grad=1e-3, d_aic=1e-3),
-    "bfloat16": Tolerance(value=1e-3, lam=1e-3, grad=8e-3, d_aic=1e-3),
-    "float16": Tolerance(value=1e-3, lam=1e-3, grad=2e-3, d_aic=1e-3, grad_abs=2.0**-24),
-}
-
 Batch = tuple[np.ndarray, np.ndarray]
 T = TypeVar("T")
 
@@ -290,70 +275,7 @@ def load_batches(path: Path, steps: int) -> tuple[Batch, ...]:
     return tuple(batches)
 
 
-# -- comparison -----------------------------------------------------------------------------
-
-
 # -- rows -----------------------------------------------------------------------------------
-
-
-@dataclass
-class Row:
-    """One backend, dtype, preset and input case: its results and their differences."""
-
-    case: str
-    preset: str
-    n: int
-    d: int
-    steps: int
-    backend: str
-    device: str
-    dtype: str
-    path: str
-    loss: float = math.nan  # the last step's
-    grad_norm: float = math.nan  # the last step's ||[dL/dz_i; dL/dz_j]||
-    delta: float = math.nan  # the inputs' smallest 1 - cosine (for the reader)
-    nonfinite_rows: int = 0  # rows of the input holding NaN or inf
-    tolerance: Tolerance | None = None
-    differences: dict[str, Difference] = field(default_factory=dict)
-    wrong_dtype: str | None = None  # a loss not in the compute dtype, a gradient not in dtype
-    error: str | None = None  # the exception a backend raised, if any
-
-    @property
-    def failed(self) -> list[str]:
-        """The quantities beyond tolerance (``["error"]`` if the backend raised)."""
-        if self.error is not None:
-            return ["error"]
-        failed = ["input"] if self.nonfinite_rows else []
-        failed += [q for q, diff in self.differences.items() if not diff.passed]
-        return [*failed, "dtype"] if self.wrong_dtype else failed
-
-    @property
-    def passed(self) -> bool:
-        return not self.failed
-
-    def as_json(self) -> dict[str, Any]:
-        """The row as the JSON report holds it.
-
-        Returns:
-            Its fields, the differences the preset computes, ``passed`` and ``failed``; NaN as
-            ``None``.
-        """
-        out = {k: v for k, v in asdict(self).items() if k != "differences"}
-        out["differences"] = {
-            q: {
-                "abs": diff.abs,
-                "rel": diff.rel,
-                "error": diff.error,
-                "tolerance": diff.tolerance,
-                "reference_nonfinite": diff.reference_nonfinite,
-                "passed": diff.passed,
-            }
-            for q, diff in self.differences.items()
-            if diff.computed
-        }
-        out["passed"] = self.passed
-        out["failed"] = self.failed
-        return json_ready(out)
 
 
 def _last_step(row: Row, results: Sequence[StepResult]) -> None:
@@ -679,8 +601,8 @@ def run_two_view(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
         },
         "backends": machine,
         "tolerances": {dtype: asdict(tol) for dtype, tol in VERDICT.items()},
-        "reference": [r.as_json() for r in reference_rows],
-        "rows": [r.as_json() for r in rows],
+        "reference": [r.as_dict() for r in reference_rows],
+        "rows": [r.as_dict() for r in rows],
         "skipped": [{"backend": b.id, "reason": b.skip_reason} for b in skipped],
     }
     return (0 if report["passed"] else 1), report

@@ -10,10 +10,10 @@ The backend matrix
 ------------------
 A backend is an array library on one device: it builds arrays from NumPy data
 (:meth:`Backend.asarray`), compiles where the library compiles (:meth:`Backend.jit`), reads
-results back as float64 NumPy arrays (:meth:`Backend.to_numpy`) and runs the core's two-view loss
-for a few steps with the state carried (:meth:`Backend.run_core`). Listing the backends only
-looks the libraries up (``importlib.util.find_spec``); a probe for a device imports the one
-library it probes.
+results back as float64 NumPy arrays (:meth:`Backend.to_numpy`); :func:`run_core_form` runs the
+core's loss of any pairing form on it for a few steps with the state carried. Listing the
+backends only looks the libraries up (``importlib.util.find_spec``); a probe for a device imports
+the one library it probes.
 
 Nothing here imports an adapter (``weince_torch``, ``weince_jax``, ``weince_cupy``) or the
 command-line tools, and a test checks it (tests/test_boundaries.py): a backend *names* its
@@ -32,6 +32,10 @@ Comparison
 :func:`reference_results` runs the core on NumPy float64 arrays holding a backend's inputs;
 :func:`compare` measures every quantity of :data:`QUANTITIES` against it, each within a
 :class:`Tolerance` (:class:`Difference`); :class:`ReferenceCache` computes each reference once.
+The pairing forms (docs/math.md section 9) have their seeded cases (:func:`form_cases`), their
+runs through the core on any backend (:func:`run_core_form`), their reference
+(:func:`form_reference`) and comparison (:func:`compare_form`); ``weince.testing`` runs them
+through the adapters.
 
 The tolerances, and the measurements behind them, are in the docstring of
 ``weince_core.testing._tolerances``.
@@ -51,6 +55,28 @@ from ._compare import (
     generated_batches,
     reference_results,
 )
+from ._forms import (
+    CLIP_SCALE,
+    FORM_ARRAYS,
+    FORM_QUANTITIES,
+    FORMS,
+    INTEGER_ARRAYS,
+    KEYWORD_ARRAYS,
+    FormBatch,
+    FormCase,
+    FormResult,
+    compare_form,
+    core_function,
+    differentiable,
+    form_arrays,
+    form_cases,
+    form_reference,
+    form_result,
+    form_shortfall,
+    rounded_case,
+    run_core_form,
+    split_arguments,
+)
 from ._golden import GOLDEN_VARIABLES, Golden, golden_directory, golden_names, load_golden
 from ._matrix import (
     ADAPTERS,
@@ -69,6 +95,7 @@ from ._tolerances import (
     RTOL_FLOAT32,
     RTOL_FLOAT64,
     TOLERANCES,
+    VERDICT,
     Tolerance,
     assert_close_normwise,
     assert_matches_golden_step,
@@ -79,18 +106,28 @@ from ._tolerances import (
 __all__ = [
     "ADAPTERS",
     "BACKEND_IDS",
+    "CLIP_SCALE",
     "CONDITION",
     "DTYPES",
+    "FORMS",
+    "FORM_ARRAYS",
+    "FORM_QUANTITIES",
     "GOLDEN_VARIABLES",
+    "INTEGER_ARRAYS",
+    "KEYWORD_ARRAYS",
     "QUANTITIES",
     "RTOL_FLOAT32",
     "RTOL_FLOAT64",
     "TAIL_QUANTITIES",
     "TOLERANCES",
+    "VERDICT",
     "VIEW_NOISE",
     "Backend",
     "Batches",
     "Difference",
+    "FormBatch",
+    "FormCase",
+    "FormResult",
     "Golden",
     "ReferenceCache",
     "StepResult",
@@ -99,16 +136,27 @@ __all__ = [
     "assert_close_normwise",
     "assert_matches_golden_step",
     "compare",
+    "compare_form",
     "computed_quantities",
+    "core_function",
     "difference",
+    "differentiable",
     "dtype_name",
     "enable_jax_float64",
+    "form_arrays",
+    "form_cases",
+    "form_reference",
+    "form_result",
+    "form_shortfall",
     "full_precision_matmuls",
     "generated_batches",
     "golden_directory",
     "golden_names",
     "load_golden",
     "reference_results",
+    "rounded_case",
+    "run_core_form",
     "smallest_shortfall",
+    "split_arguments",
     "tolerance",
 ]

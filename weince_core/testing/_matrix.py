@@ -12,9 +12,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..config import WEINCEConfig
-from ..forms import two_view_value_and_grad
-from ..state import init_state
 from ._tolerances import DTYPES
 
 # -- the backend matrix ------------------------------------------------------------------------
@@ -206,42 +203,6 @@ class Backend:
             grad_dtype=dtype_name(grads[0]),
         )
 
-    def run_core(self, batches: Batches, config: WEINCEConfig, dtype: str) -> list[StepResult]:
-        """The core's two-view loss and gradients of each batch in turn, the state carried.
-
-        Runs ``weince_core.two_view_value_and_grad`` on this backend's arrays (under
-        ``jax.jit`` on JAX), in full-precision float32 products.
-
-        Args:
-            batches: pairs of views ``(z_i, z_j)`` as NumPy arrays.
-            config: the loss's configuration.
-            dtype: the dtype of the inputs on this backend.
-
-        Returns:
-            One result per batch.
-        """
-        step = self.jit_core_step() if self.module == "jax" else two_view_value_and_grad
-        state = init_state(config, like=self.asarray(batches[0][0], dtype))
-        results = []
-        with full_precision_matmuls(self.module):
-            for z_i, z_j in batches:
-                loss, grads, state, stats = step(
-                    self.asarray(z_i, dtype), self.asarray(z_j, dtype), state, config=config
-                )
-                results.append(self.step_result(loss, grads, state, stats))
-        return results
-
-    def jit_core_step(self) -> Callable[..., Any]:
-        """The core's two-view value and gradient, compiled where the backend compiles.
-
-        Returns:
-            ``two_view_value_and_grad`` under ``jax.jit`` (``config`` static) on JAX, compiled
-            once per process; the function itself elsewhere.
-        """
-        if self.module != "jax":
-            return two_view_value_and_grad
-        return _jax_core_step()
-
     def device_index(self) -> int:
         """The device's number (``cuda:1`` is 1); 0 for a device without one."""
         return int(self.device.rpartition(":")[2]) if self.device and ":" in self.device else 0
@@ -252,18 +213,6 @@ class Backend:
 
         platform = (self.device or "cpu").partition(":")[0]
         return jax.devices(platform)[self.device_index()]
-
-
-_JAX_CORE_STEP: list[Callable[..., Any]] = []
-
-
-def _jax_core_step() -> Callable[..., Any]:
-    # One compiled function for the process, so that JAX compiles once per config and shape.
-    if not _JAX_CORE_STEP:
-        import jax
-
-        _JAX_CORE_STEP.append(jax.jit(two_view_value_and_grad, static_argnames=("config",)))
-    return _JAX_CORE_STEP[0]
 
 
 @contextlib.contextmanager

@@ -10,8 +10,10 @@ import json
 import numpy as np
 import pytest
 
-from weince.cli import crosscheck, forms_check
+from weince import testing
+from weince.cli import crosscheck
 from weince.testing import all_backends
+from weince_core.testing import FORMS
 
 # Small and quick: the CPU backends that need no compilation.
 FAST = ["--sizes", "6", "--dim", "5", "--steps", "2", "--no-progress"]
@@ -39,7 +41,7 @@ def test_every_form_passes_on_the_cpu_backends(tmp_path, capsys):
     assert "seed 0: N = 6 pairs" in out  # the two-view form ran too, as before
     saved = json.loads(report.read_text())
     assert saved["passed"] is True
-    assert set(saved["forms"]) == set(forms_check.FORMS)
+    assert set(saved["forms"]) == set(FORMS)
     rows = saved["forms"]["two_tower"]["rows"]
     assert {r["backend"] for r in rows} == {"numpy", "strict", "strict-no_float64"}
     assert all({"grad_x", "grad_y", "grad_scale"} <= set(r["differences"]) for r in rows)
@@ -49,7 +51,7 @@ def test_a_broken_backend_fails_the_command_and_is_named(monkeypatch, capsys):
     numpy = next(b for b in all_backends(["numpy"]))
     broken = dataclasses.replace(numpy, id="numpy-broken")
     monkeypatch.setattr(crosscheck, "all_backends", lambda ids=None: [numpy, broken])
-    run_form = forms_check.run_form
+    run_form = testing.run_form
 
     def perturbed(backend, case, config, dtype, *, path="adapter"):
         taken, results = run_form(backend, case, config, dtype, path=path)
@@ -58,7 +60,7 @@ def test_a_broken_backend_fails_the_command_and_is_named(monkeypatch, capsys):
                 result.grads["scale"] = result.grads["scale"] * (1 + 1e-9)
         return taken, results
 
-    monkeypatch.setattr(forms_check, "run_form", perturbed)
+    monkeypatch.setattr(testing, "run_form", perturbed)
     code, out, _ = run_command([*FAST, "--form", "two_tower", "--dtype", "float32,float64"], capsys)
     assert code == 1, out
     assert "FAILED" in out
