@@ -24,79 +24,15 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from weince_core import (
-    STAT_KEYS,
-    Collectives,
-    FormResiduals,
-    NTXentResiduals,
-    RowsResiduals,
-    TwoViewResiduals,
-    WEINCEConfig,
-    __version__,
-    explicit_negatives,
-    explicit_negatives_backward,
-    explicit_negatives_forward,
-    explicit_negatives_value_and_grad,
-    init_state,
-    multi_positive,
-    multi_positive_backward,
-    multi_positive_forward,
-    multi_positive_value_and_grad,
-    nt_xent,
-    nt_xent_backward,
-    nt_xent_forward,
-    nt_xent_value_and_grad,
-    rows_backward,
-    rows_forward,
-    rows_value_and_grad,
-    two_tower,
-    two_tower_backward,
-    two_tower_forward,
-    two_tower_value_and_grad,
-    two_view,
-    two_view_backward,
-    two_view_forward,
-    two_view_value_and_grad,
-)
+import weince_core
+from weince_core import *  # noqa: F403  (the core's public names, as weince_core lists them)
+from weince_core import __version__
 
 # The adapters, imported on first attribute access (each imports its framework). Not in
 # __all__: ``from weince import *`` must not import every framework.
 ADAPTERS = ("torch", "jax", "cupy")
 
-__all__ = [
-    "STAT_KEYS",
-    "Collectives",
-    "FormResiduals",
-    "NTXentResiduals",
-    "RowsResiduals",
-    "TwoViewResiduals",
-    "WEINCEConfig",
-    "__version__",
-    "explicit_negatives",
-    "explicit_negatives_backward",
-    "explicit_negatives_forward",
-    "explicit_negatives_value_and_grad",
-    "init_state",
-    "multi_positive",
-    "multi_positive_backward",
-    "multi_positive_forward",
-    "multi_positive_value_and_grad",
-    "nt_xent",
-    "nt_xent_backward",
-    "nt_xent_forward",
-    "nt_xent_value_and_grad",
-    "rows_backward",
-    "rows_forward",
-    "rows_value_and_grad",
-    "two_tower",
-    "two_tower_backward",
-    "two_tower_forward",
-    "two_tower_value_and_grad",
-    "two_view",
-    "two_view_backward",
-    "two_view_forward",
-    "two_view_value_and_grad",
-]
+__all__ = [*weince_core.__all__, "__version__"]
 
 
 def __getattr__(name: str) -> ModuleType:
