@@ -61,6 +61,14 @@ def int_list(minimum: int) -> Callable[[str], list[int]]:
     return parse
 
 
+def _number(text: str) -> float:
+    """``text`` as a float, or the error every number option gives."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
+
+
 def positive_float(text: str) -> float:
     """A finite number above 0.
 
@@ -70,10 +78,7 @@ def positive_float(text: str) -> float:
     Returns:
         The number.
     """
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
+    value = _number(text)
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0; got {text}")
     return value
@@ -88,10 +93,7 @@ def open_fraction(text: str) -> float:
     Returns:
         The number.
     """
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
+    value = _number(text)
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1); got {text}")
     return value
@@ -126,10 +128,7 @@ def config_value(field: str) -> Callable[[str], float]:
     from weince_core.config import RANGES
 
     def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
+        value = _number(text)
         if not RANGES[field].contains(value):
             raise argparse.ArgumentTypeError(
                 f"must be {RANGES[field].text()} (WEINCEConfig.{field}); got {text}"
