@@ -539,6 +539,29 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
+def compared(backend: Backend, dtype: str) -> bool:
+    """Whether ``backend`` is compared in ``dtype``: every dtype it has, but NumPy float64, which
+    is the reference itself.
+
+    Args:
+        backend: a backend of the registry.
+        dtype: a dtype name.
+
+    Returns:
+        Whether the pair is run.
+    """
+    return backend.supports(dtype) and not (backend.id == "numpy" and dtype == "float64")
+
+
+def usage_error(message: str) -> None:
+    """Print ``message`` as the command's usage error (the caller exits with status 2).
+
+    Args:
+        message: what is wrong, naming the option.
+    """
+    print(f"weince crosscheck: error: {message}", file=sys.stderr)
+
+
 def run_two_view(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
     """The comparison of the two-view form: run it and print the table.
 
@@ -554,7 +577,7 @@ def run_two_view(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
         cases = _cases(args)
         backends, skipped = _select_backends(_flat(args.backends, None))
     except UsageError as error:
-        print(f"weince crosscheck: error: {error}", file=sys.stderr)
+        usage_error(str(error))
         return 2, None
     dtypes = _flat(args.dtype, list(DTYPES))
     presets = _flat(args.preset, ["paper"])
@@ -564,14 +587,10 @@ def run_two_view(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
         for preset in presets
         for dtype in dtypes
         for backend in backends
-        # NumPy float64 is the reference itself.
-        if backend.supports(dtype) and not (backend.id == "numpy" and dtype == "float64")
+        if compared(backend, dtype)
     ]
     if not jobs:
-        print(
-            f"weince crosscheck: error: --dtype: no selected backend has {', '.join(dtypes)}",
-            file=sys.stderr,
-        )
+        usage_error(f"--dtype: no selected backend has {', '.join(dtypes)}")
         return 2, None
     references = ReferenceCache()
     progress = track(jobs, "crosscheck", enabled=not args.no_progress, label=_describe)

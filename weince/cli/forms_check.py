@@ -11,7 +11,6 @@ crosscheck's tolerances, rows and table, each gradient on its own.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from weince import testing
@@ -20,7 +19,7 @@ from weince.cli.args import choice_list
 from weince.cli.output import track, write_json
 from weince.testing import Backend, Row, form_row, last_step
 from weince_core import WEINCEConfig
-from weince_core.testing import FORMS, FormCase, form_cases, form_reference, form_shortfall
+from weince_core.testing import DTYPES, FORMS, FormCase, form_cases, form_reference, form_shortfall
 
 
 def reference_row(case: FormCase, preset: str) -> Row:
@@ -89,18 +88,17 @@ def run(args: argparse.Namespace) -> int:
     forms = selected_forms(args)
     others = [form for form in forms if form != "two_view"]
     if args.input is not None:
-        print(
-            "weince crosscheck: error: --input: only for --form two_view (the forms' inputs "
-            f"are generated); got --form {','.join(forms)}",
-            file=sys.stderr,
+        cc.usage_error(
+            "--input: only for --form two_view (the forms' inputs are generated); "
+            f"got --form {','.join(forms)}"
         )
         return 2
     try:
         backends, skipped = cc._select_backends(cc._flat(args.backends, None))
     except cc.UsageError as error:
-        print(f"weince crosscheck: error: {error}", file=sys.stderr)
+        cc.usage_error(str(error))
         return 2
-    dtypes = cc._flat(args.dtype, ["float64", "float32", "bfloat16", "float16"])
+    dtypes = cc._flat(args.dtype, list(DTYPES))
     presets = cc._flat(args.preset, ["paper"])
     steps, d = args.steps or 3, args.dim or 64
     sizes = cc._flat(args.sizes, [64])
@@ -112,13 +110,10 @@ def run(args: argparse.Namespace) -> int:
         for preset in presets
         for dtype in dtypes
         for backend in backends
-        if backend.supports(dtype) and not (backend.id == "numpy" and dtype == "float64")
+        if cc.compared(backend, dtype)
     ]
     if not jobs:
-        print(
-            f"weince crosscheck: error: --dtype: no selected backend has {', '.join(dtypes)}",
-            file=sys.stderr,
-        )
+        cc.usage_error(f"--dtype: no selected backend has {', '.join(dtypes)}")
         return 2
     report: dict[str, Any] = {"forms": {}}
     code = 0
